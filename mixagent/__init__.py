@@ -1,0 +1,13 @@
+"""mixagent: learn data mixtures for continual pre-training, then drive real CPT runs with them.
+
+The package is laid out like the workflow: ``data`` (corpora → per-domain token shards, the
+built-in corpus, the mixture sampler) → ``envs`` (the proxy CPT Gymnasium environment) →
+``trajectories`` → ``policies`` → ``cpt`` → ``evaluation``. Importing the package is kept cheap:
+heavy dependencies (torch, transformers, ray) are imported by the submodules that need them.
+"""
+
+from mixagent.errors import ConfigError, DataError, MixagentError
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "DataError", "MixagentError", "__version__"]

@@ -1,0 +1,1 @@
+"""The ``mixagent`` command line: one sub-command per workflow stage, each a thin layer over the library."""

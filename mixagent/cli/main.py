@@ -1,0 +1,73 @@
+"""Entry point of the ``mixagent`` command.
+
+Sub-command groups live in their own modules (``mixagent/cli/<stage>.py``) and are attached here.
+User errors (:class:`~mixagent.errors.MixagentError`) are printed as one clear message with exit
+code 2 instead of a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from mixagent import __version__
+from mixagent.cli import data as data_cli
+from mixagent.errors import MixagentError
+
+app = typer.Typer(
+    name="mixagent",
+    help=(
+        "Learn data mixtures for continual pre-training (CPT), then drive real CPT runs with them.\n\n"
+        "Workflow: data (corpora -> domain token shards) -> pretrain/env (proxy CPT environment) -> "
+        "collect (trajectories) -> train (mixing policy) -> cpt (production run) -> evaluate."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_cli.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mixagent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning user errors into a message and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except MixagentError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""The mixture sampler: fixed-length training sequences drawn from domain shards by weights.
+
+Design (see docs/DECISIONS.md for the alternatives rejected):
+
+* **A global stream, indexed by sample.** Every sample has a global index ``g = 0, 1, 2, ...``.
+  Which domain serves ``g`` depends only on the *weight schedule* — a list of
+  ``(start_index, weights)`` segments — never on wall time or on how requests were batched. With
+  ``world_size`` ranks, rank ``r`` takes the indices ``g ≡ r (mod world_size)``, so ranks draw
+  disjoint samples from one shared plan without talking to each other.
+* **Exact proportions, no RNG in the domain choice.** Inside a segment the domain sequence is the
+  Webster / stride-scheduling merge: the ``k``-th pick of domain ``d`` is due at time
+  ``(k + 0.5) / w_d`` and picks are served in order of due time (ties by domain index). After ``n``
+  picks every domain has ``n·w_d`` of them to within one sample — proportions hold exactly over
+  any prefix of a segment, not only in expectation. The merge is memoryless given the per-domain
+  counts, so it is computed for a whole block at once in numpy (no per-sample Python).
+* **Order inside a domain** is a permutation of the domain's non-overlapping sequence chunks,
+  seeded by ``(seed, hash(domain name), epoch)``: no chunk repeats before the domain is exhausted,
+  and a domain's order does not change when other domains are added or removed.
+* **State is small JSON**: the schedule, the global position and per-domain counters. It is the
+  same on every rank, so one ``state_dict()`` restores all ranks and the continuation is identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from mixagent.data.manifest import DataDir, Split
+from mixagent.errors import DataError
+
+STATE_FORMAT = "mixagent.sampler/1"
+
+
+def validate_weights(weights: Sequence[float] | np.ndarray, num_domains: int, names: Sequence[str] | None = None) -> np.ndarray:
+    """Check a weight vector and normalise it onto the simplex.
+
+    Non-negative weights that do not sum to one are rescaled (a ratio like ``[3, 1]`` is a valid
+    way to say 75/25); anything else that is not a usable mixture is an error naming the problem.
+    """
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"weights must be a list of {num_domains} numbers, got {weights!r}") from None
+    if w.ndim != 1 or w.shape[0] != num_domains:
+        what = f" ({', '.join(names)})" if names else ""
+        raise DataError(f"weights must have one entry per domain: expected {num_domains}{what}, got shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        bad = [i for i in range(num_domains) if not np.isfinite(w[i])]
+        raise DataError(f"weights contain NaN or inf at positions {bad}: {w.tolist()}")
+    if np.any(w < 0):
+        bad = [i for i in range(num_domains) if w[i] < 0]
+        raise DataError(f"weights must be non-negative; negative at positions {bad}: {w.tolist()}")
+    total = float(w.sum())
+    if total <= 0:
+        raise DataError("weights are all zero: at least one domain needs a positive weight")
+    return w / total
+
+
+def _name_key(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+class MixtureSampler:
+    """Draws ``seq_len``-token sequences from a data directory's domains by a weight schedule.
+
+    Args:
+        data: the data directory.
+        seq_len: tokens per sequence; each domain's shard is cut into ``tokens // seq_len``
+            non-overlapping chunks.
+        weights: initial weights (defaults to uniform); see :func:`validate_weights`.
+        seed: seeds the order of chunks inside each domain.
+        rank, world_size: this process's share of the global stream.
+        split: ``"train"`` or ``"eval"``.
+        domains: a subset (and order) of the data directory's domains; default all of them.
+    """
+
+    def __init__(
+        self,
+        data: DataDir,
+        seq_len: int,
+        weights: Sequence[float] | np.ndarray | None = None,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        split: Split = "train",
+        domains: Sequence[str] | None = None,
+    ):
+        if seq_len < 1:
+            raise DataError(f"seq_len must be at least 1, got {seq_len}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not valid for world_size {world_size}")
+        self.data = data
+        self.seq_len = int(seq_len)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.split = split
+        self.domains = list(domains) if domains is not None else data.domain_names
+        if not self.domains:
+            raise DataError("the sampler needs at least one domain")
+        if len(set(self.domains)) != len(self.domains):
+            raise DataError(f"domains are listed more than once: {self.domains}")
+        self._tokens = [data.tokens(d, split) for d in self.domains]
+        self.num_chunks = np.array([t.shape[0] // self.seq_len for t in self._tokens], dtype=np.int64)
+        for name, t, n in zip(self.domains, self._tokens, self.num_chunks, strict=True):
+            if n == 0:
+                raise DataError(
+                    f"domain {name!r} has {t.shape[0]} {split} tokens, fewer than one sequence of "
+                    f"{self.seq_len}; use a shorter seq_len, add data to the domain, or leave it out"
+                )
+        self._name_keys = [_name_key(d) for d in self.domains]
+        self._perm_cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._offsets = np.concatenate([[0], np.cumsum(self.num_chunks)])
+        k = len(self.domains)
+        w0 = validate_weights(np.ones(k) if weights is None else weights, k, self.domains)
+        self.schedule: list[tuple[int, np.ndarray]] = [(0, w0)]
+        self.position = 0  # next global sample index
+        self._seg_index = 0  # index into schedule of the segment holding `position`
+        self._seg_counts = np.zeros(k, dtype=np.int64)  # picks per domain in the current segment
+        self._draws = np.zeros(k, dtype=np.int64)  # picks per domain since the start
+
+    # -- weights -------------------------------------------------------------------------------
+    @property
+    def num_domains(self) -> int:
+        return len(self.domains)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The weights in force at the current position."""
+        self._advance_segment()
+        return self.schedule[self._seg_index][1].copy()
+
+    def set_weights(self, weights: Sequence[float] | np.ndarray, start: int | None = None) -> int:
+        """Schedule new weights from global sample index ``start`` (default: the next sample).
+
+        Scheduling ahead of the current position is how a multi-process run changes the mixture
+        at the same sample on every rank even though data-loader workers prefetch. Returns the
+        start index. Later scheduled segments at or after ``start`` are replaced.
+        """
+        w = validate_weights(weights, self.num_domains, self.domains)
+        start = self.position if start is None else int(start)
+        if start < self.position:
+            raise DataError(f"cannot change weights at sample {start}: the sampler is already at sample {self.position}")
+        keep = [s for s in self.schedule if s[0] < start]
+        self.schedule = [*keep, (start, w)]
+        if self._seg_index >= len(keep):  # the segment in force began at `start`: it is replaced
+            self._seg_index = len(keep)
+            self._seg_counts[:] = 0
+        return start
+
+    # -- planning --------------------------------------------------------------------------------
+    def _segment_end(self) -> int | None:
+        nxt = self._seg_index + 1
+        return self.schedule[nxt][0] if nxt < len(self.schedule) else None
+
+    def _advance_segment(self) -> None:
+        while (end := self._segment_end()) is not None and self.position >= end:
+            self._seg_index += 1
+            self._seg_counts[:] = 0
+
+    def _merge(self, n: int, w: np.ndarray) -> np.ndarray:
+        """The next ``n`` domain picks of the current segment (Webster merge, vectorised)."""
+        active = np.nonzero(w > 0)[0]
+        times, doms = [], []
+        for d in active:
+            m = int(np.ceil(n * w[d])) + 3  # a domain never takes more than n*w+2 of n picks
+            c = self._seg_counts[d]
+            times.append((np.arange(c, c + m, dtype=np.float64) + 0.5) / w[d])
+            doms.append(np.full(m, d, dtype=np.int64))
+        t = np.concatenate(times)
+        dd = np.concatenate(doms)
+        order = np.argsort(t, kind="stable")[:n]  # candidates are in domain order: ties -> lower index
+        picks = dd[order]
+        self._seg_counts += np.bincount(picks, minlength=self.num_domains)
+        return picks
+
+    def _plan_global(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Domains and per-domain draw numbers for the next ``n`` global indices; advances state."""
+        doms = np.empty(n, dtype=np.int64)
+        filled = 0
+        while filled < n:
+            self._advance_segment()
+            end = self._segment_end()
+            take = n - filled if end is None else min(n - filled, end - self.position)
+            doms[filled : filled + take] = self._merge(take, self.schedule[self._seg_index][1])
+            filled += take
+            self.position += take
+        draws = np.empty(n, dtype=np.int64)
+        for d in np.unique(doms):
+            idx = np.nonzero(doms == d)[0]
+            draws[idx] = self._draws[d] + np.arange(idx.size)
+            self._draws[d] += idx.size
+        return doms, draws
+
+    def _perm(self, d: int, epoch: int) -> np.ndarray:
+        key = (d, epoch)
+        p = self._perm_cache.get(key)
+        if p is None:
+            rng = np.random.default_rng([self.seed, self._name_keys[d], epoch])
+            p = rng.permutation(int(self.num_chunks[d]))
+            self._perm_cache[key] = p
+            if len(self._perm_cache) > 2 * self.num_domains + 8:
+                self._perm_cache.popitem(last=False)
+        else:
+            self._perm_cache.move_to_end(key)
+        return p
+
+    def _chunks(self, doms: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        chunks = np.empty_like(draws)
+        for d in np.unique(doms):
+            idx = np.nonzero(doms == d)[0]
+            n = self.num_chunks[d]
+            epochs = draws[idx] // n
+            pos = draws[idx] % n
+            for e in np.unique(epochs):
+                sel = epochs == e
+                chunks[idx[sel]] = self._perm(int(d), int(e))[pos[sel]]
+        return chunks
+
+    # -- drawing ----------------------------------------------------------------------------------
+    def next_indices(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's next ``n`` samples as (domain index, chunk index) arrays."""
+        if self.position % self.world_size:
+            raise DataError(f"sampler position {self.position} is not aligned to world_size {self.world_size}")
+        doms, draws = self._plan_global(n * self.world_size)
+        doms, draws = doms[self.rank :: self.world_size], draws[self.rank :: self.world_size]
+        return doms, self._chunks(doms, draws)
+
+    def next_flat_indices(self, n: int) -> np.ndarray:
+        """This rank's next ``n`` samples as flat ids (see :meth:`read_flat`), for map-style datasets."""
+        doms, chunks = self.next_indices(n)
+        return self._offsets[doms] + chunks
+
+    @property
+    def num_flat(self) -> int:
+        """Number of distinct flat sample ids (all chunks of all domains)."""
+        return int(self._offsets[-1])
+
+    def split_flat(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat ids back to (domain index, chunk index)."""
+        flat = np.asarray(flat, dtype=np.int64)
+        doms = np.searchsorted(self._offsets, flat, side="right") - 1
+        return doms, flat - self._offsets[doms]
+
+    def read(self, doms: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+        """Token ids ``[n, seq_len]`` (int64) for (domain, chunk) pairs; one gather per domain."""
+        out = np.empty((doms.shape[0], self.seq_len), dtype=np.int64)
+        ar = np.arange(self.seq_len, dtype=np.int64)
+        for d in np.unique(doms):
+            idx = np.nonzero(doms == d)[0]
+            starts = chunks[idx] * self.seq_len
+            out[idx] = self._tokens[d][starts[:, None] + ar[None, :]]
+        return out
+
+    def read_flat(self, flat: np.ndarray) -> np.ndarray:
+        return self.read(*self.split_flat(flat))
+
+    def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's next batch: token ids ``[batch_size, seq_len]`` and their domain indices."""
+        doms, chunks = self.next_indices(batch_size)
+        return self.read(doms, chunks), doms
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless batches under the current schedule (domains cycle through epochs)."""
+        while True:
+            yield self.next_batch(batch_size)
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state; identical on every rank of a run."""
+        return {
+            "format": STATE_FORMAT,
+            "seed": self.seed,
+            "seq_len": self.seq_len,
+            "split": self.split,
+            "domains": list(self.domains),
+            "num_chunks": self.num_chunks.tolist(),
+            "position": int(self.position),
+            "schedule": [[int(s), w.tolist()] for s, w in self.schedule],
+            "segment_index": int(self._seg_index),
+            "segment_counts": self._seg_counts.tolist(),
+            "draws": self._draws.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state so the next draws continue exactly where the saved sampler stopped."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise DataError(f"not a mixagent sampler state (expected format {STATE_FORMAT!r})")
+        for key, mine in (("seed", self.seed), ("seq_len", self.seq_len), ("split", self.split), ("domains", list(self.domains))):
+            if state[key] != mine:
+                raise DataError(f"sampler state was saved with {key}={state[key]!r}, but this sampler has {key}={mine!r}")
+        if list(state["num_chunks"]) != self.num_chunks.tolist():
+            raise DataError("sampler state was saved on a data directory with different domain sizes; the shards have changed since")
+        if state["position"] % self.world_size:
+            raise DataError(f"sampler state position {state['position']} cannot be split over world_size {self.world_size}")
+        self.position = int(state["position"])
+        self.schedule = [(int(s), np.asarray(w, dtype=np.float64)) for s, w in state["schedule"]]
+        self._seg_index = int(state["segment_index"])
+        self._seg_counts = np.asarray(state["segment_counts"], dtype=np.int64)
+        self._draws = np.asarray(state["draws"], dtype=np.int64)
