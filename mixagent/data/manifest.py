@@ -77,8 +77,8 @@ class Manifest(StrictModel):
     tokenizer: TokenizerInfo
     fields: list[FieldInfo]
     domains: list[DomainInfo]
-    tasks: list[TaskInfo] = []
-    provenance: dict[str, Any] = {}
+    tasks: list[TaskInfo] = Field(default_factory=list)
+    provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: str = ""
 
     def field(self, name: str) -> FieldInfo:

@@ -106,6 +106,7 @@ class MixtureSampler:
         if len(set(self.domains)) != len(self.domains):
             raise DataError(f"domains are listed more than once: {self.domains}")
         self._tokens = [data.tokens(d, split) for d in self.domains]
+        self._arrays = [np.asarray(t) for t in self._tokens]  # plain ndarray views: cheaper gathers
         self.num_chunks = np.array([t.shape[0] // self.seq_len for t in self._tokens], dtype=np.int64)
         for name, t, n in zip(self.domains, self._tokens, self.num_chunks, strict=True):
             if n == 0:
@@ -119,21 +120,31 @@ class MixtureSampler:
         k = len(self.domains)
         w0 = validate_weights(np.ones(k) if weights is None else weights, k, self.domains)
         self.schedule: list[tuple[int, np.ndarray]] = [(0, w0)]
-        self.position = 0  # next global sample index
-        self._seg_index = 0  # index into schedule of the segment holding `position`
-        self._seg_counts = np.zeros(k, dtype=np.int64)  # picks per domain in the current segment
-        self._draws = np.zeros(k, dtype=np.int64)  # picks per domain since the start
+        self.plan_ahead = max(1024, 4 * self.world_size)
+        self.position = 0  # next global sample index handed out
+        # The planner runs ahead of `position` in blocks (amortising numpy call overhead); its state
+        # is (position it has planned up to, segment index, picks per domain in that segment,
+        # picks per domain since the start). `_snap` is the planner state at the buffer's start.
+        self._plan: _PlanState = _PlanState(0, 0, np.zeros(k, np.int64), np.zeros(k, np.int64))
+        self._snap = self._plan.copy()
+        self._buf_doms = np.empty(0, np.int64)
+        self._buf_chunks = np.empty(0, np.int64)
 
     # -- weights -------------------------------------------------------------------------------
     @property
     def num_domains(self) -> int:
         return len(self.domains)
 
+    def _segment_at(self, pos: int) -> int:
+        seg = 0
+        while seg + 1 < len(self.schedule) and self.schedule[seg + 1][0] <= pos:
+            seg += 1
+        return seg
+
     @property
     def weights(self) -> np.ndarray:
         """The weights in force at the current position."""
-        self._advance_segment()
-        return self.schedule[self._seg_index][1].copy()
+        return self.schedule[self._segment_at(self.position)][1].copy()
 
     def set_weights(self, weights: Sequence[float] | np.ndarray, start: int | None = None) -> int:
         """Schedule new weights from global sample index ``start`` (default: the next sample).
@@ -146,56 +157,73 @@ class MixtureSampler:
         start = self.position if start is None else int(start)
         if start < self.position:
             raise DataError(f"cannot change weights at sample {start}: the sampler is already at sample {self.position}")
+        if start < self._plan.pos:  # the change falls inside the planned buffer: re-plan from here
+            self._plan = self._state_at(self.position)
+            self._snap = self._plan.copy()
+            self._buf_doms = self._buf_doms[:0]
+            self._buf_chunks = self._buf_chunks[:0]
         keep = [s for s in self.schedule if s[0] < start]
         self.schedule = [*keep, (start, w)]
-        if self._seg_index >= len(keep):  # the segment in force began at `start`: it is replaced
-            self._seg_index = len(keep)
-            self._seg_counts[:] = 0
+        for st in (self._plan, self._snap):
+            if st.seg >= len(keep):  # the segment this state is in began at `start`: replaced
+                st.seg = len(keep)
+                st.seg_counts[:] = 0
         return start
 
     # -- planning --------------------------------------------------------------------------------
-    def _segment_end(self) -> int | None:
-        nxt = self._seg_index + 1
-        return self.schedule[nxt][0] if nxt < len(self.schedule) else None
-
-    def _advance_segment(self) -> None:
-        while (end := self._segment_end()) is not None and self.position >= end:
-            self._seg_index += 1
-            self._seg_counts[:] = 0
-
-    def _merge(self, n: int, w: np.ndarray) -> np.ndarray:
-        """The next ``n`` domain picks of the current segment (Webster merge, vectorised)."""
+    def _merge(self, n: int, w: np.ndarray, seg_counts: np.ndarray) -> np.ndarray:
+        """The next ``n`` domain picks of a segment (Webster merge, vectorised); updates counts."""
         active = np.nonzero(w > 0)[0]
         times, doms = [], []
         for d in active:
             m = int(np.ceil(n * w[d])) + 3  # a domain never takes more than n*w+2 of n picks
-            c = self._seg_counts[d]
-            times.append((np.arange(c, c + m, dtype=np.float64) + 0.5) / w[d])
+            c = seg_counts[d]
+            with np.errstate(over="ignore"):  # denormal weights: due times overflow to inf (never due)
+                times.append((np.arange(c, c + m, dtype=np.float64) + 0.5) / w[d])
             doms.append(np.full(m, d, dtype=np.int64))
-        t = np.concatenate(times)
-        dd = np.concatenate(doms)
-        order = np.argsort(t, kind="stable")[:n]  # candidates are in domain order: ties -> lower index
-        picks = dd[order]
-        self._seg_counts += np.bincount(picks, minlength=self.num_domains)
+        order = np.argsort(np.concatenate(times), kind="stable")[:n]  # ties -> lower domain index
+        picks = np.concatenate(doms)[order]
+        seg_counts += np.bincount(picks, minlength=self.num_domains)
         return picks
 
-    def _plan_global(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Domains and per-domain draw numbers for the next ``n`` global indices; advances state."""
+    def _plan_more(self, n: int) -> None:
+        """Extend the buffer by ``n`` global indices (domains and chunks), advancing the planner."""
+        p = self._plan
         doms = np.empty(n, dtype=np.int64)
         filled = 0
         while filled < n:
-            self._advance_segment()
-            end = self._segment_end()
-            take = n - filled if end is None else min(n - filled, end - self.position)
-            doms[filled : filled + take] = self._merge(take, self.schedule[self._seg_index][1])
+            seg = self._segment_at(p.pos)
+            if seg != p.seg:
+                p.seg, p.seg_counts[:] = seg, 0
+            end = self.schedule[seg + 1][0] if seg + 1 < len(self.schedule) else None
+            take = n - filled if end is None else min(n - filled, end - p.pos)
+            doms[filled : filled + take] = self._merge(take, self.schedule[seg][1], p.seg_counts)
             filled += take
-            self.position += take
+            p.pos += take
         draws = np.empty(n, dtype=np.int64)
-        for d in np.unique(doms):
-            idx = np.nonzero(doms == d)[0]
-            draws[idx] = self._draws[d] + np.arange(idx.size)
-            self._draws[d] += idx.size
-        return doms, draws
+        order = np.argsort(doms, kind="stable")
+        bounds = np.searchsorted(doms[order], np.arange(self.num_domains + 1))
+        for d in range(self.num_domains):
+            idx = order[bounds[d] : bounds[d + 1]]
+            draws[idx] = p.draws[d] + np.arange(idx.size)
+            p.draws[d] += idx.size
+        self._buf_doms = np.concatenate([self._buf_doms, doms])
+        self._buf_chunks = np.concatenate([self._buf_chunks, self._chunks(doms, draws, order, bounds)])
+
+    def _state_at(self, pos: int) -> _PlanState:
+        """Planner state at a buffered position, derived from the snapshot and the buffered picks."""
+        off = pos - self._snap.pos
+        if not 0 <= off <= self._buf_doms.size:
+            raise AssertionError(f"position {pos} is outside the planned buffer")
+        taken = self._buf_doms[:off]
+        draws = self._snap.draws + np.bincount(taken, minlength=self.num_domains)
+        seg = self._segment_at(pos)
+        seg_start = self.schedule[seg][0]
+        if seg == self._snap.seg and seg_start <= self._snap.pos:
+            counts = self._snap.seg_counts + np.bincount(taken, minlength=self.num_domains)
+        else:
+            counts = np.bincount(taken[max(seg_start - self._snap.pos, 0) :], minlength=self.num_domains)
+        return _PlanState(pos, seg, counts.astype(np.int64), draws.astype(np.int64))
 
     def _perm(self, d: int, epoch: int) -> np.ndarray:
         key = (d, epoch)
@@ -210,16 +238,18 @@ class MixtureSampler:
             self._perm_cache.move_to_end(key)
         return p
 
-    def _chunks(self, doms: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    def _chunks(self, doms: np.ndarray, draws: np.ndarray, order: np.ndarray, bounds: np.ndarray) -> np.ndarray:
         chunks = np.empty_like(draws)
-        for d in np.unique(doms):
-            idx = np.nonzero(doms == d)[0]
+        for d in range(self.num_domains):
+            idx = order[bounds[d] : bounds[d + 1]]
+            if idx.size == 0:
+                continue
             n = self.num_chunks[d]
-            epochs = draws[idx] // n
-            pos = draws[idx] % n
-            for e in np.unique(epochs):
-                sel = epochs == e
-                chunks[idx[sel]] = self._perm(int(d), int(e))[pos[sel]]
+            dr = draws[idx]  # increasing: at most a few epochs per block
+            e0, e1 = int(dr[0] // n), int(dr[-1] // n)
+            for e in range(e0, e1 + 1):
+                sel = (dr >= e * n) & (dr < (e + 1) * n)
+                chunks[idx[sel]] = self._perm(d, e)[dr[sel] - e * n]
         return chunks
 
     # -- drawing ----------------------------------------------------------------------------------
@@ -227,9 +257,19 @@ class MixtureSampler:
         """This rank's next ``n`` samples as (domain index, chunk index) arrays."""
         if self.position % self.world_size:
             raise DataError(f"sampler position {self.position} is not aligned to world_size {self.world_size}")
-        doms, draws = self._plan_global(n * self.world_size)
-        doms, draws = doms[self.rank :: self.world_size], draws[self.rank :: self.world_size]
-        return doms, self._chunks(doms, draws)
+        need = n * self.world_size
+        if self.position + need > self._plan.pos:
+            # drop the consumed part of the buffer, then plan a fresh block
+            self._snap = self._state_at(self.position)
+            left = self._plan.pos - self.position
+            self._buf_doms = self._buf_doms[self._buf_doms.size - left :]
+            self._buf_chunks = self._buf_chunks[self._buf_chunks.size - left :]
+            self._plan_more(max(self.position + need - self._plan.pos, self.plan_ahead))
+        off = self.position - self._snap.pos
+        doms = self._buf_doms[off + self.rank : off + need : self.world_size]
+        chunks = self._buf_chunks[off + self.rank : off + need : self.world_size]
+        self.position += need
+        return doms.copy(), chunks.copy()
 
     def next_flat_indices(self, n: int) -> np.ndarray:
         """This rank's next ``n`` samples as flat ids (see :meth:`read_flat`), for map-style datasets."""
@@ -251,10 +291,13 @@ class MixtureSampler:
         """Token ids ``[n, seq_len]`` (int64) for (domain, chunk) pairs; one gather per domain."""
         out = np.empty((doms.shape[0], self.seq_len), dtype=np.int64)
         ar = np.arange(self.seq_len, dtype=np.int64)
-        for d in np.unique(doms):
-            idx = np.nonzero(doms == d)[0]
-            starts = chunks[idx] * self.seq_len
-            out[idx] = self._tokens[d][starts[:, None] + ar[None, :]]
+        order = np.argsort(doms, kind="stable")
+        bounds = np.searchsorted(doms[order], np.arange(self.num_domains + 1))
+        for d in range(self.num_domains):
+            idx = order[bounds[d] : bounds[d + 1]]
+            if idx.size:
+                starts = chunks[idx] * self.seq_len
+                out[idx] = self._arrays[d][starts[:, None] + ar[None, :]]
         return out
 
     def read_flat(self, flat: np.ndarray) -> np.ndarray:
@@ -273,6 +316,7 @@ class MixtureSampler:
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state; identical on every rank of a run."""
+        st = self._state_at(self.position)
         return {
             "format": STATE_FORMAT,
             "seed": self.seed,
@@ -282,9 +326,9 @@ class MixtureSampler:
             "num_chunks": self.num_chunks.tolist(),
             "position": int(self.position),
             "schedule": [[int(s), w.tolist()] for s, w in self.schedule],
-            "segment_index": int(self._seg_index),
-            "segment_counts": self._seg_counts.tolist(),
-            "draws": self._draws.tolist(),
+            "segment_index": st.seg,
+            "segment_counts": st.seg_counts.tolist(),
+            "draws": st.draws.tolist(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -300,6 +344,27 @@ class MixtureSampler:
             raise DataError(f"sampler state position {state['position']} cannot be split over world_size {self.world_size}")
         self.position = int(state["position"])
         self.schedule = [(int(s), np.asarray(w, dtype=np.float64)) for s, w in state["schedule"]]
-        self._seg_index = int(state["segment_index"])
-        self._seg_counts = np.asarray(state["segment_counts"], dtype=np.int64)
-        self._draws = np.asarray(state["draws"], dtype=np.int64)
+        self._plan = _PlanState(
+            self.position,
+            int(state["segment_index"]),
+            np.asarray(state["segment_counts"], dtype=np.int64),
+            np.asarray(state["draws"], dtype=np.int64),
+        )
+        self._snap = self._plan.copy()
+        self._buf_doms = np.empty(0, np.int64)
+        self._buf_chunks = np.empty(0, np.int64)
+
+
+class _PlanState:
+    """Where the Webster merge stands: everything needed to continue the plan exactly."""
+
+    __slots__ = ("draws", "pos", "seg", "seg_counts")
+
+    def __init__(self, pos: int, seg: int, seg_counts: np.ndarray, draws: np.ndarray):
+        self.pos = pos
+        self.seg = seg
+        self.seg_counts = seg_counts
+        self.draws = draws
+
+    def copy(self) -> _PlanState:
+        return _PlanState(self.pos, self.seg, self.seg_counts.copy(), self.draws.copy())
