@@ -22,11 +22,12 @@ def dtype_for_vocab(vocab_size: int) -> str:
 class ShardWriter:
     """Appends documents' token ids to one shard file, buffering writes.
 
-    Only the buffer (``buffer_tokens`` ids) is held in memory, so writing a shard of any size has
-    a flat memory footprint.
+    Only the buffer (``buffer_tokens`` ids, 128k by default: ~0.5 MB) is held in memory, so writing
+    a shard of any size has a flat footprint, and a build with hundreds of domains (two open shards
+    each) stays in the low hundreds of MB.
     """
 
-    def __init__(self, path: str | Path, dtype: str, eos_id: int, buffer_tokens: int = 1 << 20):
+    def __init__(self, path: str | Path, dtype: str, eos_id: int, buffer_tokens: int = 1 << 17):
         self.path = Path(path)
         self.dtype = DTYPES[dtype]
         self.eos_id = int(eos_id)

@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """Stream a file through sha256 (memory stays flat for any file size)."""
     h = hashlib.sha256()
@@ -43,6 +49,7 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Non
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); outputs are shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -61,6 +68,7 @@ def atomic_directory(final: str | Path, *, replace: bool = False) -> Iterator[Pa
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); outputs are read by other processes
     try:
         yield tmp
     except BaseException:
