@@ -1,0 +1,344 @@
+"""The built-in corpus (``mixagent data builtin``): layout, provenance, splits, task, reuse, determinism.
+
+The ``tiny`` size is built once per session into a temporary cache (``MIXAGENT_CACHE``), so the
+whole module costs a few builds of a few seconds each.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import random
+import re
+import shutil
+import tokenize
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixagent.data import DataDir
+from mixagent.data.builtin import (
+    SIZES,
+    TASK_NAME,
+    build_builtin,
+    builtin_content_hash,
+    default_builtin_dir,
+    plan_builtin,
+    problems,
+)
+from mixagent.data.builtin.code import strip_docstrings
+from mixagent.data.builtin.sources import STDLIB, ParsedFile, SourceFile, parse_python, python_version, stdlib_root
+from mixagent.data.shards import DTYPES
+from mixagent.data.tokenizer import load_tokenizer
+from mixagent.errors import ConfigError, DataError
+
+FIELD_ROLES = {"prose": "source", "code": "target", "math": "target"}
+
+
+@pytest.fixture(scope="session")
+def builtin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("builtin-cache")
+
+
+@pytest.fixture(scope="session")
+def builtin_tiny(builtin_cache: Path) -> Path:
+    """The tiny corpus, built once into the default location under a temporary cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(builtin_cache))
+        path = build_builtin(size="tiny", seed=0)
+        assert path == default_builtin_dir("tiny") == builtin_cache / "builtin-tiny"
+    return path
+
+
+def _documents(dd: DataDir, domain: str, split: str) -> list[tuple[int, ...]]:
+    """A shard cut into its documents (token tuples, EOS removed)."""
+    arr = np.asarray(dd.tokens(domain, split))  # type: ignore[arg-type]
+    ends = np.flatnonzero(arr == dd.manifest.tokenizer.eos_token_id)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [tuple(arr[s:e].tolist()) for s, e in zip(starts, ends, strict=True)]
+
+
+def _problem_questions(dd: DataDir) -> set[str]:
+    tok = load_tokenizer(dd.tokenizer_dir)
+    questions = set()
+    for d in dd.domains:
+        if d.name.endswith("-problems"):
+            for split in ("train", "eval"):
+                for text in tok.decode_batch([list(doc) for doc in _documents(dd, d.name, split)]):  # type: ignore[attr-defined]
+                    assert text.startswith("Problem: "), text
+                    questions.add(text.split("\n", 1)[0].removeprefix("Problem: "))
+    return questions
+
+
+# -- layout and provenance -------------------------------------------------------------------
+
+
+def test_tiny_has_three_fields_with_domains(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    m = dd.manifest
+    assert {f.name: f.role for f in m.fields} == FIELD_ROLES
+    for field in FIELD_ROLES:
+        domains = dd.domains_of_field(field)
+        assert len(domains) >= 2, field
+        for d in domains:
+            assert d.name.startswith(f"{field}/") and d.role == FIELD_ROLES[field] and d.description
+    assert m.tokenizer.kind == "trained-bpe" and 512 <= m.tokenizer.vocab_size <= 1024
+    assert m.name == "builtin-tiny"
+
+
+def test_provenance_records_package_versions(builtin_tiny: Path) -> None:
+    prov = DataDir(builtin_tiny).manifest.provenance
+    assert prov["size"] == "tiny" and prov["seed"] == 0 and prov["builtin_version"]
+    assert prov["python"]["version"] == python_version()
+    assert prov["problem_generator"] == problems.GENERATOR_VERSION
+    assert prov["packages"][STDLIB] == python_version()
+    if "mpmath" in prov["packages"]:
+        assert prov["packages"]["mpmath"] == importlib.metadata.version("mpmath")
+    domains = DataDir(builtin_tiny).domain_names
+    assert set(prov["domains"]) == set(domains)
+    for name, entry in prov["domains"].items():
+        if name.endswith("-problems"):
+            assert entry["generator"] == problems.GENERATOR_VERSION
+        else:
+            assert entry["packages"] and entry["files_used"] >= 1
+            assert entry["files_available"] >= entry["files_used"]
+        assert entry["documents"] > 0 and entry["chars"] > 0
+
+
+def test_token_counts_match_shard_files(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    itemsize = np.dtype(DTYPES[dd.manifest.dtype]).itemsize
+    eos = dd.manifest.tokenizer.eos_token_id
+    for d in dd.domains:
+        for split, rel, tokens, docs in (
+            ("train", d.train_file, d.train_tokens, d.train_documents),
+            ("eval", d.eval_file, d.eval_tokens, d.eval_documents),
+        ):
+            assert (builtin_tiny / rel).stat().st_size == tokens * itemsize
+            arr = np.asarray(dd.tokens(d.name, split))  # type: ignore[arg-type]
+            assert arr.size == tokens > 0 and arr[-1] == eos
+            assert int((arr == eos).sum()) == docs
+        assert d.train_tokens >= SIZES["tiny"].min_domain_tokens
+
+
+def test_eval_split_is_disjoint_from_train(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    for d in dd.domains:
+        train = set(_documents(dd, d.name, "train"))
+        held = set(_documents(dd, d.name, "eval"))
+        assert held and train and not (held & train), d.name
+
+
+# -- the math task ---------------------------------------------------------------------------
+
+
+def test_math_task_is_held_out_and_well_formed(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    task = dd.task(TASK_NAME)
+    assert task.field == "math" and task.kind == "exact_match"
+    rows = dd.task_examples(TASK_NAME)
+    assert len(rows) == task.count == SIZES["tiny"].heldout_problems
+    questions = [r["question"] for r in rows]
+    assert len(set(questions)) == len(rows)
+    for r in rows:
+        assert r["prompt"] == f"Problem: {r['question']}\nAnswer:"
+        assert r["answer"] and r["answer"] == r["answer"].strip()
+        int(r["answer"])  # answers are integers, compared as exact strings
+    levels = {(r["kind"], r["level"]) for r in rows}
+    assert levels == {(k, lv) for k in problems.KINDS for lv in problems.LEVELS}
+    training = _problem_questions(dd)
+    assert len(training) > 100
+    assert not (set(questions) & training)
+
+
+_STEP = re.compile(r"(?<![\w.])(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+
+
+def _eval_check(expr: str) -> bool:
+    """Evaluate a problem's integer-only check expression without ``eval``."""
+
+    def ev(node: ast.AST) -> int | bool:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            ops = {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}
+            if type(node.op) in ops:
+                return ops[type(node.op)]
+            if isinstance(node.op, ast.FloorDiv | ast.Mod):
+                assert b != 0
+                return a // b if isinstance(node.op, ast.FloorDiv) else a % b
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq):
+            return ev(node.left) == ev(node.comparators[0])
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+            return all(ev(v) for v in node.values)
+        raise AssertionError(f"unexpected syntax in check: {ast.dump(node)}")
+
+    return bool(ev(ast.parse(expr, mode="eval")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_worked_solutions_are_arithmetically_correct(seed: int) -> None:
+    rng = random.Random(seed)
+    for kind in problems.KINDS:
+        for level in problems.LEVELS:
+            p = problems.generate(kind, rng, level)
+            steps = [m.groups() for m in _STEP.finditer(p.solution)]
+            assert steps, p.solution
+            for a, op, b, c in steps:
+                a_, b_, c_ = int(a), int(b), int(c)
+                if op == "/":
+                    assert b_ != 0 and a_ % b_ == 0 and a_ // b_ == c_, p.solution
+                else:
+                    assert {"+": a_ + b_, "-": a_ - b_, "*": a_ * b_}[op] == c_, p.solution
+            # The answer is the last computed value, and it satisfies the problem's own statement.
+            assert int(p.answer) == int(re.findall(r"-?\d+", p.solution)[-1]) == int(steps[-1][3])
+            assert _eval_check(p.check), (p.question, p.check)
+            assert p.worked().endswith(f"\nAnswer: {p.answer}") and p.prompt() + f" {p.answer}" == p.direct()
+
+
+def test_training_problems_skip_excluded_questions() -> None:
+    held = problems.heldout_problems(3, 80)
+    questions = {p.question for p in held}
+    docs = list(problems.training_documents("arithmetic", 3, 30_000, questions))
+    assert docs and not ({d.split("\n", 1)[0].removeprefix("Problem: ") for d in docs} & questions)
+    easy = sum(1 for d in docs if re.fullmatch(r"Problem: What is \d [-+*/] \d\?\n.*", d, re.S))
+    assert easy > 0  # single-step one-digit problems exist, so a tiny model can score
+
+
+# -- reuse, rebuild, determinism -------------------------------------------------------------
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+def test_rebuild_reuses_an_up_to_date_corpus(
+    builtin_tiny: Path, builtin_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIXAGENT_CACHE", str(builtin_cache))
+    stamps = {p: p.stat().st_mtime_ns for p in builtin_tiny.rglob("*") if p.is_file()}
+    assert build_builtin(size="tiny", seed=0) == builtin_tiny
+    assert {p: p.stat().st_mtime_ns for p in builtin_tiny.rglob("*") if p.is_file()} == stamps
+
+
+def test_seed_or_size_change_the_content_hash() -> None:
+    base = builtin_content_hash(plan_builtin("tiny", 0))
+    assert builtin_content_hash(plan_builtin("tiny", 0)) == base
+    assert builtin_content_hash(plan_builtin("tiny", 1)) != base
+    assert builtin_content_hash(plan_builtin("small", 0)) != base
+
+
+def test_changing_the_seed_rebuilds(builtin_tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    shutil.copytree(builtin_tiny, out)
+    old = DataDir(out).manifest
+    build_builtin(out, size="tiny", seed=1)
+    new = DataDir(out).manifest
+    assert new.content_hash != old.content_hash and new.provenance["seed"] == 1
+    assert _tree_bytes(out) != _tree_bytes(builtin_tiny)
+    assert not list(tmp_path.glob(".corpus.*"))  # no leftover temporary or old directories
+
+
+def test_builds_are_byte_identical(builtin_tiny: Path, tmp_path: Path) -> None:
+    """Same size, seed and installed files: identical shards, tokenizer and task, also when the
+    domains are extracted by two worker processes instead of one."""
+    other = build_builtin(tmp_path / "again", size="tiny", seed=0, workers=2)
+    assert _tree_bytes(other) == _tree_bytes(builtin_tiny)
+    assert DataDir(other).manifest.content_hash == DataDir(builtin_tiny).manifest.content_hash
+
+
+def test_corrupt_corpus_is_rebuilt(builtin_tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    shutil.copytree(builtin_tiny, out)
+    shard = out / DataDir(out).domains[0].train_file
+    shard.write_bytes(shard.read_bytes()[:-2])
+    build_builtin(out, size="tiny", seed=0)
+    assert _tree_bytes(out) == _tree_bytes(builtin_tiny)
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    keep = tmp_path / "project" / "notes.txt"
+    keep.write_text("precious")
+    with pytest.raises(DataError, match="not a built-in corpus"):
+        build_builtin(tmp_path / "project", size="tiny")
+    assert keep.read_text() == "precious"
+
+
+def test_unknown_size_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tiny, small, full"):
+        build_builtin(tmp_path / "x", size="huge")
+
+
+def test_cli_reports_reuse(builtin_tiny: Path, builtin_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mixagent.cli.main import app
+
+    monkeypatch.setenv("MIXAGENT_CACHE", str(builtin_cache))
+    result = CliRunner().invoke(app, ["data", "builtin", "--size", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "reused" in result.output and str(builtin_tiny) in result.output
+    assert "math" in result.output and TASK_NAME in result.output
+
+
+# -- extraction ------------------------------------------------------------------------------
+
+
+def _parsed(text: str) -> ParsedFile:
+    src = SourceFile(root=Path("."), rel="snippet.py", package="snippet", size=len(text))
+    return ParsedFile(src, text, ast.parse(text))
+
+
+def test_strip_docstrings_keeps_code_valid() -> None:
+    text = (
+        '"""Module doc."""\n'
+        "import os  # comment stays\n\n"
+        "def only():\n"
+        '    """Only a docstring: the body must survive."""\n\n'
+        'def inline(): "doc on the def line"\n\x0c\n'
+        "class C:\n"
+        "    '''Docstring with ünïcödé,\n    two lines.'''\n"
+        "    x = 1\n\n"
+        '    def m(self): "doc"; return 2\n'
+    )
+    out = "".join(strip_docstrings(_parsed(text)))
+    tree = ast.parse(out)
+    assert all(
+        ast.get_docstring(n) is None
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+    assert "# comment stays" in out and "ünïcödé" not in out and "x = 1" in out and "return 2" in out
+
+
+@pytest.mark.parametrize("rel", ["textwrap.py", "json/decoder.py", "dataclasses.py", "email/utils.py"])
+def test_strip_docstrings_on_stdlib_files(rel: str) -> None:
+    path = stdlib_root() / rel
+    if not path.is_file():
+        pytest.skip(f"{rel} is not in this Python installation")
+    parsed = parse_python(SourceFile(root=stdlib_root(), rel=rel, package=rel.split("/")[0], size=0, stdlib=True))
+    assert parsed is not None
+    out = "".join(strip_docstrings(parsed))
+    tree = ast.parse(out)
+    assert not any(
+        ast.get_docstring(n)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    )
+    lines = iter(parsed.text.splitlines(keepends=True))
+    comments = [t.string for t in tokenize.generate_tokens(lambda: next(lines, "")) if t.type == tokenize.COMMENT]
+    assert comments and all(c in out for c in comments)
