@@ -6,8 +6,11 @@ built-in corpus, the mixture sampler) → ``envs`` (the proxy CPT Gymnasium envi
 heavy dependencies (torch, transformers, ray) are imported by the submodules that need them.
 """
 
+from mixagent.envs.registration import register_envs
 from mixagent.errors import ConfigError, DataError, MixagentError
 
 __version__ = "0.1.0"
+
+register_envs()  # gymnasium.make("mixagent/ProxyCPT-v0", spec=...) works after `import mixagent`
 
 __all__ = ["ConfigError", "DataError", "MixagentError", "__version__"]

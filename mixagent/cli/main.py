@@ -14,6 +14,8 @@ import typer
 
 from mixagent import __version__
 from mixagent.cli import data as data_cli
+from mixagent.cli import proxy as proxy_cli
+from mixagent.cli import trajectories as trajectories_cli
 from mixagent.errors import MixagentError
 
 app = typer.Typer(
@@ -28,6 +30,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.command("pretrain")(proxy_cli.pretrain)
+app.add_typer(proxy_cli.env_app, name="env")
+app.command("collect")(trajectories_cli.collect)
+app.add_typer(trajectories_cli.app, name="trajectories")
 
 
 def _version(value: bool) -> None:

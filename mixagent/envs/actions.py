@@ -1,0 +1,88 @@
+"""The action map: a vector in ``[-1, 1]^K`` → domain weights on the probability simplex.
+
+    w = (1 - K·floor) · softmax(scale · a) + floor
+
+* ``softmax(scale·a)`` makes every action a valid mixture and every mixture with weights
+  ratio at most ``exp(2·scale)`` reachable; ``scale = 3`` (default) spans ratios up to ~400,
+  enough to express "almost only the target field" while a policy's Gaussian noise around 0 still
+  means "roughly uniform".
+* the floor mixes in ``floor`` per domain so no domain is ever starved (``K·floor < 1``).
+* softmax is shift-invariant, so :func:`action_from_weights` (the inverse) picks the action whose
+  logit range is centred on 0; a mixture whose weight ratio exceeds ``exp(2·scale)`` (or with a
+  weight below the floor) is not reachable and is clipped to the nearest reachable action, or is
+  an error with ``strict=True``.
+
+Baselines, trajectory collection and the CPT integration share these two functions, so weights
+mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mixagent.envs.errors import InvalidActionError
+
+
+def check_action(action: object, num_domains: int) -> np.ndarray:
+    """The action as float64 ``(K,)`` clipped to [-1, 1]; wrong shape, NaN or inf is an error.
+
+    Values outside [-1, 1] are clipped, as Gymnasium and SB3 expect of a bounded ``Box`` (a
+    Gaussian policy's samples overshoot).
+    """
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidActionError(f"action must be {num_domains} numbers, got {action!r}") from None
+    if a.shape != (num_domains,):
+        raise InvalidActionError(f"action has shape {a.shape}, expected ({num_domains},): one "
+                                 "value per domain")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        nan = np.flatnonzero(np.isnan(a)).tolist()
+        inf = np.flatnonzero(np.isinf(a)).tolist()
+        parts = ([f"NaN at positions {nan}"] if nan else []) + \
+                ([f"inf at positions {inf}"] if inf else [])
+        raise InvalidActionError(f"action contains {' and '.join(parts)}")
+    return np.clip(a, -1.0, 1.0)
+
+
+def weights_from_action(action: Sequence[float] | np.ndarray, scale: float,
+                        floor: float = 0.0) -> np.ndarray:
+    """Map an action in ``[-1, 1]^K`` to domain weights (float64, sums to 1); see module doc."""
+    a = check_action(action, int(np.size(action)))
+    z = scale * a
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    return (1.0 - a.size * floor) * p + floor
+
+
+def action_from_weights(weights: Sequence[float] | np.ndarray, scale: float, floor: float = 0.0,
+                        *, strict: bool = False) -> np.ndarray:
+    """The centred action (float32) whose mapped weights are ``weights`` (normalised first).
+
+    Unreachable mixtures are clipped to the nearest reachable action (or raise
+    :class:`InvalidActionError` when ``strict``).
+    """
+    from mixagent.data.sampler import validate_weights
+
+    try:
+        w = validate_weights(weights, len(weights))
+    except ValueError as err:
+        raise InvalidActionError(str(err)) from None
+    k = w.size
+    p = (w - floor) / (1.0 - k * floor)
+    if strict and (p <= 0).any():
+        raise InvalidActionError(f"weights {w.tolist()} put a domain at or below the floor "
+                                 f"{floor}; such a mixture is not reachable")
+    z = np.log(np.clip(p, 1e-300, None)) / scale
+    lo, hi = z.min(), z.max()
+    if strict and hi - lo > 2.0 + 1e-9:
+        raise InvalidActionError(
+            f"weights {w.tolist()} have a ratio of {np.exp(scale * (hi - lo)):.3g} between "
+            f"domains; the action map reaches at most exp(2·{scale}) = {np.exp(2 * scale):.3g}")
+    # centre the logit range on 0; if it is too wide keep the largest weights exact, clip the rest
+    z = z - ((hi - 1.0) if hi - lo > 2.0 else (hi + lo) / 2.0)
+    return np.clip(z, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,163 @@
+"""Resolving an env spec against its data directory, and building the engine behind the env.
+
+:func:`resolve_spec` is cheap (no training): it opens the data directory (building the built-in
+corpus if needed), checks fields, domains, task sets, reward terms, the action floor and the
+model config, and fixes the domain order that actions and observations use. Every problem is a
+:class:`~mixagent.errors.ConfigError` of the form ``<spec file>: <key>: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixagent.data.manifest import DataDir
+from mixagent.envs.spec import EnvSpec, load_env_spec
+from mixagent.errors import ConfigError, DataError
+
+TERM_METRICS = ("exact_match", "answer_loss")
+_builtin_dirs: dict[tuple[str, str], Path] = {}  # (cache dir, size) -> path, per process
+
+
+@dataclass
+class ResolvedEnv:
+    """An env spec checked against its data: the domain order and roles are fixed here."""
+
+    spec: EnvSpec
+    data: DataDir
+    domains: list[str]  # action / observation order
+    is_target: np.ndarray  # bool per domain
+    pretrain_domains: list[str]  # every domain of the source field
+    hf_config: Any
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domains)
+
+    def field_of(self, domain: str) -> str:
+        return self.data.domain(domain).field
+
+    def base_recipe(self) -> Any:
+        from mixagent.proxy.base import BaseRecipe
+
+        return BaseRecipe(self.data, tuple(self.pretrain_domains), self.spec.model,
+                          self.spec.pretrain, self.spec.cpt.seq_len, self.spec.seed)
+
+
+def as_spec(spec: EnvSpec | str | Path) -> EnvSpec:
+    return spec if isinstance(spec, EnvSpec) else load_env_spec(spec)
+
+
+def _open_data(spec: EnvSpec) -> DataDir:
+    src = spec.origin
+    if spec.data.builtin is not None:
+        try:
+            from mixagent.data.builtin import build_builtin
+        except ImportError:
+            raise ConfigError(f"{src}: data.builtin: the built-in corpus is not available in this "
+                              "installation; use data.path with a data directory") from None
+        from mixagent.utils.paths import cache_dir
+
+        key = (str(cache_dir()), spec.data.builtin)
+        try:
+            if key not in _builtin_dirs:  # checking the corpus is up to date scans the sources
+                _builtin_dirs[key] = build_builtin(size=spec.data.builtin)
+            return DataDir(_builtin_dirs[key])
+        except DataError as err:
+            raise ConfigError(f"{src}: data.builtin: {err}") from None
+    path = Path(spec.data.path or "").expanduser()
+    if not path.is_absolute():
+        path = spec.root / path
+    try:
+        return DataDir(path)
+    except DataError as err:
+        raise ConfigError(f"{src}: data.path: {err}") from None
+
+
+def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
+    """Check ``spec`` against its data directory and model library (see module docstring)."""
+    from mixagent.proxy.model import build_hf_config, check_model_config
+
+    spec = as_spec(spec)
+    src = spec.origin
+    data = _open_data(spec)
+    fields = [f.name for f in data.manifest.fields]
+    for key in ("source_field", "target_field"):
+        name = getattr(spec, key)
+        if name not in fields:
+            raise ConfigError(f"{src}: {key}: unknown field {name!r}; the data directory has "
+                              f"{', '.join(fields)}")
+    if spec.source_field == spec.target_field:
+        raise ConfigError(f"{src}: target_field: must differ from source_field "
+                          f"({spec.source_field!r})")
+    in_fields = [d.name for d in data.domains if d.field == spec.source_field] + \
+                [d.name for d in data.domains if d.field == spec.target_field]
+    if spec.domains is None:
+        domains = in_fields
+    else:
+        domains = list(spec.domains)
+        for i, name in enumerate(domains):
+            if name not in in_fields:
+                where = "is not a domain of the data directory"
+                if name in data.domain_names:
+                    where = f"belongs to field {data.domain(name).field!r}, not to " \
+                            f"{spec.source_field!r} or {spec.target_field!r}"
+                raise ConfigError(f"{src}: domains[{i}]: {name!r} {where}; choose from "
+                                  f"{', '.join(in_fields)}")
+        if len(set(domains)) != len(domains):
+            raise ConfigError(f"{src}: domains: a domain is listed twice: {domains}")
+    is_target = np.array([data.domain(d).field == spec.target_field for d in domains])
+    if not is_target.any() or is_target.all():
+        raise ConfigError(f"{src}: domains: need at least one domain of the source field "
+                          f"{spec.source_field!r} and one of the target field "
+                          f"{spec.target_field!r}, got {domains}")
+    k = len(domains)
+    if spec.action.floor * k >= 1.0:
+        raise ConfigError(f"{src}: action.floor: {spec.action.floor} × {k} domains must be below 1 "
+                          f"(at most {1.0 / k:.4g})")
+    tasks = {t.name for t in data.manifest.tasks}
+    for i, t in enumerate(spec.eval.tasks):
+        if t.name not in tasks:
+            raise ConfigError(f"{src}: eval.tasks[{i}].name: unknown task {t.name!r}; the data "
+                              f"directory has {', '.join(sorted(tasks)) or 'no tasks'}")
+    _check_terms(spec, {t.name for t in spec.eval.tasks})
+    tok = data.manifest.tokenizer
+    hf_config = build_hf_config(spec.model, tok.vocab_size, spec.cpt.seq_len, tok.eos_token_id,
+                                where=f"{src}: model")
+    check_model_config(hf_config, where=f"{src}: model")
+    pretrain_domains = [d.name for d in data.domains_of_field(spec.source_field)]
+    return ResolvedEnv(spec, data, domains, is_target, pretrain_domains, hf_config)
+
+
+def _check_terms(spec: EnvSpec, tasks: set[str]) -> None:
+    for key in ("source_terms", "target_terms"):
+        terms = getattr(spec.reward, key)
+        if not terms or sum(terms.values()) <= 0:
+            raise ConfigError(f"{spec.origin}: reward.{key}: needs at least one term with a "
+                              "positive weight")
+        for name, weight in terms.items():
+            where = f"{spec.origin}: reward.{key}.{name}"
+            if weight < 0:
+                raise ConfigError(f"{where}: weight {weight} is negative")
+            if name == "loss":
+                continue
+            task, _, metric = name.rpartition(".")
+            if metric not in TERM_METRICS or not task:
+                raise ConfigError(f"{where}: a term is 'loss' or '<task>.<metric>' with metric "
+                                  f"{' or '.join(TERM_METRICS)}")
+            if task not in tasks:
+                raise ConfigError(f"{where}: task {task!r} is not evaluated; add it to eval.tasks "
+                                  f"(evaluated: {', '.join(sorted(tasks)) or 'none'})")
+
+
+def build_engine(resolved: ResolvedEnv, progress: bool | None = None) -> Any:
+    """The proxy engine for a resolved spec, pre-training (and caching) the base if needed."""
+    from mixagent.proxy.base import ensure_base
+    from mixagent.proxy.engine import ProxyEngine
+
+    spec = resolved.spec
+    base = ensure_base(resolved.base_recipe(), spec.runtime, progress=progress)
+    return ProxyEngine(resolved.data, resolved.domains, base, spec.cpt, spec.eval, spec.runtime)

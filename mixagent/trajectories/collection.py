@@ -1,0 +1,596 @@
+"""Orchestrating a collection: the episode queue, Ray actors, retries, resume, the card.
+
+``collect`` resolves the env spec (cheap), fixes the collection's identity (env-spec hash +
+explorers + branching + seed), prepares the output folder (refusing a foreign one), validates the
+shards already there, and collects the missing episodes — in this process for ``workers=1``
+(no Ray), else on a pool of Ray actors, one environment each. Every finished episode is written
+as its own shard at once, so a kill loses at most the episodes in flight.
+
+Faults:
+
+* an actor that dies (killed, OOM, node lost) fails its episode with ``RayActorError``; the
+  episode goes back to the front of the queue and a replacement actor is started, up to
+  ``max_attempts`` tries per episode;
+* a user error inside an episode (a :class:`~mixagent.errors.MixagentError`), or any error
+  while a worker builds its environment, stops the collection with that message: retrying a
+  deterministic error only repeats it;
+* ``resume=True`` removes leftover temporary files, moves shards that fail validation into
+  ``quarantine/`` (reported with path and reason, never deleted) and collects every episode
+  ``0..episodes-1`` that has no valid shard. Episode seeds depend only on (seed, index), so the
+  result is row-for-row the collection an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from mixagent.config import StrictModel
+from mixagent.errors import ConfigError, MixagentError
+from mixagent.trajectories.branching import BranchConfig
+from mixagent.trajectories.explorers import is_stochastic, make_explorer, parse_explorers
+from mixagent.trajectories.identity import CollectionIdentity, resolved_spec_hash
+from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, observation_layout, schema_table_markdown
+from mixagent.trajectories.storage import (
+    CARD_FORMAT,
+    COLLECTION_FILE,
+    COLLECTION_FORMAT,
+    TrajectoryError,
+    check_table,
+    quarantine,
+    read_card,
+    read_collection,
+    read_shard,
+    remove_temporary,
+    scan_shards,
+    write_card,
+    write_collection,
+    write_shard,
+)
+from mixagent.trajectories.worker import EpisodeWorker, FaultInjection, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+class CollectConfig(StrictModel):
+    """A trajectory collection (``mixagent collect``); see docs/TRAJECTORIES.md."""
+
+    env_spec: str = Field(description="path of the env spec YAML")
+    out: str = Field(description="collection folder (trajectories/NAME)")
+    episodes: int = Field(ge=1, description="episodes 0..N-1 are collected")
+    workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
+    explorers: list[str] = Field(default_factory=lambda: ["random_walk"],
+                                 description="explorer specs, 'spec@share' to mix per episode")
+    branch: BranchConfig = Field(default_factory=BranchConfig)
+    seed: int = Field(default=0, ge=0)
+    resume: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    threads_per_worker: int | None = Field(
+        default=None, gt=0, description="torch threads per Ray actor (default: its CPU share)")
+    address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
+    max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
+    progress: bool | None = Field(default=None, description="progress bar (default: on a terminal)")
+    fault: FaultInjection | None = Field(default=None, description="testing only")
+
+
+@dataclass
+class CollectResult:
+    """What a ``collect`` call did."""
+
+    out: Path
+    collected: list[int] = field(default_factory=list)  # episodes collected by this call
+    skipped: list[int] = field(default_factory=list)  # already present (resume)
+    quarantined: list[tuple[Path, str]] = field(default_factory=list)
+    transitions: int = 0  # collected by this call
+    retries: int = 0
+    setup_seconds: float = 0.0  # until every worker had its environment
+    collect_seconds: float = 0.0  # from then until the last shard was written
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # allocated CPUs x wall time
+    worker_cpu_seconds: float = 0.0  # CPU time the workers' processes used while collecting
+    driver_cpu_seconds: float = 0.0  # CPU time of this process while collecting
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def transitions_per_second(self) -> float:
+        return self.transitions / self.collect_seconds if self.collect_seconds > 0 else 0.0
+
+
+def collect(config: CollectConfig | None = None, **kwargs: Any) -> CollectResult:
+    """Collect trajectories (``collect(CollectConfig(...))`` or ``collect(env_spec=..., ...)``)."""
+    if config is None:
+        from mixagent.config import validate_config
+
+        config = validate_config(CollectConfig, kwargs, "collect")
+    elif kwargs:
+        raise TypeError("pass either a CollectConfig or keyword arguments, not both")
+    return _Collection(config).run()
+
+
+class _Collection:
+    def __init__(self, config: CollectConfig):
+        from mixagent.envs.setup import resolve_spec
+
+        self.config = config
+        self.out = Path(config.out)
+        choices = parse_explorers(config.explorers)
+        if config.branch.alternatives == "explorer" and config.branch.k > 1:
+            lazy = [c.spec for c in choices if not is_stochastic(make_explorer(c.spec))]
+            if lazy:
+                raise ConfigError(f"branch alternatives 'explorer' need explorers whose proposals "
+                                  f"are random; {', '.join(lazy)} would propose the same action K "
+                                  "times (use alternatives 'perturb' or 'auto')")
+        self.resolved = resolve_spec(config.env_spec)
+        spec = self.resolved.spec
+        self.spec_hash = resolved_spec_hash(self.resolved)
+        self.identity = CollectionIdentity(
+            env_spec_hash=self.spec_hash, explorers=[f"{c.spec}@{c.weight:g}" for c in choices],
+            seed=config.seed, branch=config.branch.identity())
+        self.config_hash = self.identity.config_hash
+        self.collection_id = self.config_hash[:8]
+        threads = config.threads_per_worker or max(1, int(config.cpus_per_worker))
+        env_vars = {k: os.environ[k] for k in ("MIXAGENT_CACHE",) if os.environ.get(k)}
+        self.worker_config = WorkerConfig(
+            env_spec=spec.model_dump(mode="json"), spec_origin=spec.origin,
+            spec_root=str(spec.root), spec_hash=self.spec_hash, collection_hash=self.config_hash,
+            collection_id=self.collection_id, explorers=[(c.spec, c.weight) for c in choices],
+            seed=config.seed, branch=config.branch, threads=threads, env_vars=env_vars,
+            fault=config.fault)
+        self.result = CollectResult(self.out)
+
+    # -- folder ------------------------------------------------------------------------------------
+    def _collection_record(self) -> dict[str, Any]:
+        return {"format": COLLECTION_FORMAT, "schema": SCHEMA_TAG,
+                "collection_id": self.collection_id, "config_hash": self.config_hash,
+                "env_spec_hash": self.spec_hash, "identity": self.identity.model_dump(mode="json"),
+                "env_spec_name": self.resolved.spec.name,
+                "domain_names": list(self.resolved.domains),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def _prepare(self) -> set[int]:
+        """Create or check the folder; on resume clean it up. Returns the episodes present."""
+        out, cfg = self.out, self.config
+        if (out / COLLECTION_FILE).exists():
+            found = read_collection(out)
+            if found.get("config_hash") != self.config_hash:
+                raise TrajectoryError(_mismatch(out, found, self.identity.model_dump(mode="json")))
+            if not cfg.resume:
+                raise TrajectoryError(f"{out} already holds this collection; pass --resume to "
+                                      "continue it (or choose another --out)")
+        elif out.exists() and any(out.iterdir()):
+            raise TrajectoryError(f"{out} exists and is not a mixagent trajectory collection "
+                                  f"(no {COLLECTION_FILE}); choose an empty or new --out")
+        else:
+            spec_dump = {"origin": self.resolved.spec.origin,
+                         "spec": self.resolved.spec.model_dump(mode="json")}
+            write_collection(out, self._collection_record(), spec_dump)
+        scan = scan_shards(out, spec_hash=self.spec_hash, config_hash=self.config_hash)
+        if scan.temporary:
+            log.info("removing %d unfinished shard write(s): %s", len(scan.temporary),
+                     ", ".join(p.name for p in scan.temporary))
+            remove_temporary(scan.temporary)
+        for bad in scan.bad:
+            dest = quarantine(out, bad)
+            log.warning("bad shard %s (%s); moved to %s and its episode will be collected again",
+                        bad.path, bad.reason, dest)
+            self.result.quarantined.append((bad.path, bad.reason))
+        return set(scan.good)
+
+    # -- run ---------------------------------------------------------------------------------------
+    def run(self) -> CollectResult:
+        cfg = self.config
+        t_start = time.perf_counter()
+        present = self._prepare()
+        todo = [i for i in range(cfg.episodes) if i not in present]
+        self.result.skipped = sorted(i for i in present if i < cfg.episodes)
+        if self.result.skipped:
+            log.info("resuming: %d of %d episodes already collected", len(self.result.skipped),
+                     cfg.episodes)
+        try:
+            if todo:
+                if cfg.workers == 1 and not (cfg.address or os.environ.get("RAY_ADDRESS")):
+                    self._run_local(todo)
+                else:
+                    self._run_ray(todo)
+        finally:
+            r = self.result
+            r.wall_seconds = time.perf_counter() - t_start
+            r.cpu_seconds = r.wall_seconds * cfg.workers * cfg.cpus_per_worker
+            self._write_card()
+        return self.result
+
+    def _on_episode(self, episode: int, table: pa.Table, bar: Any) -> None:
+        # a worker's rows are checked like a shard on disk before they become one
+        check_table(table, f"episode {episode} from a worker", spec_hash=self.spec_hash,
+                    config_hash=self.config_hash, episode=episode)
+        write_shard(self.out, episode, table)
+        self.result.collected.append(episode)
+        self.result.transitions += table.num_rows
+        bar.update(1)
+        elapsed = time.perf_counter() - self._t_ready
+        bar.set_postfix(transitions=self.result.transitions,
+                        per_s=f"{self.result.transitions / max(elapsed, 1e-9):.2f}")
+
+    def _bar(self, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        disable = None if self.config.progress is None else not self.config.progress
+        return tqdm(total=total, desc="collecting", unit="episode", disable=disable)
+
+    def _run_local(self, todo: list[int]) -> None:
+        t0 = time.perf_counter()
+        cfg = self.worker_config.model_copy(update={"threads": self.config.threads_per_worker})
+        worker = EpisodeWorker(cfg, "local")
+        self.result.workers.append(worker.info())
+        self.result.setup_seconds = time.perf_counter() - t0
+        self._t_ready = time.perf_counter()
+        cpu0 = time.process_time()
+        with self._bar(len(todo)) as bar:
+            for ep in todo:
+                self._on_episode(ep, worker.run_episode(ep), bar)
+        self.result.collect_seconds = time.perf_counter() - self._t_ready
+        self.result.driver_cpu_seconds = time.process_time() - cpu0  # includes the worker
+        self.result.worker_cpu_seconds = worker.stats()["cpu_seconds"]
+
+    def _run_ray(self, todo: list[int]) -> None:
+        import ray
+
+        cfg = self.config
+        started = _ensure_ray(cfg.address)
+        t0 = time.perf_counter()
+        remote_cls = ray.remote(EpisodeWorker)
+        payload = self.worker_config.model_dump(mode="json")
+        serial = 0
+
+        def new_actor() -> Any:
+            nonlocal serial
+            serial += 1
+            return remote_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
+                                      max_restarts=0).remote(payload, f"w{serial}")
+
+        actors = [new_actor() for _ in range(cfg.workers)]
+        pool = _ActorPool(actors, new_actor, max_replacements=cfg.workers * cfg.max_attempts)
+        try:
+            self.result.workers = pool.start()
+            self.result.setup_seconds = time.perf_counter() - t0
+            self._t_ready = time.perf_counter()
+            cpu0 = time.process_time()
+            with self._bar(len(todo)) as bar:
+                self.result.retries = pool.run(
+                    todo, "run_episode", lambda ep, table: self._on_episode(ep, table, bar),
+                    max_attempts=cfg.max_attempts)
+            self.result.collect_seconds = time.perf_counter() - self._t_ready
+            self.result.driver_cpu_seconds = time.process_time() - cpu0
+            self.result.worker_cpu_seconds = pool.cpu_seconds()
+        finally:
+            pool.shutdown()
+            if started:
+                ray.shutdown()
+
+    # -- card --------------------------------------------------------------------------------------
+    def _write_card(self) -> None:
+        try:
+            card, readme = build_card(self.out, self._collection_record(), self.resolved,
+                                      self.config, self.result)
+            write_card(self.out, card, readme)
+        except Exception as err:  # the card must never hide the collection's own error
+            log.warning("could not write the dataset card of %s: %s", self.out, err)
+
+
+def _mismatch(out: Path, found: dict[str, Any], mine: dict[str, Any]) -> str:
+    theirs = found.get("identity", {})
+    diffs = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in mine
+             if theirs.get(k) != mine.get(k)]
+    what = "; ".join(diffs) or "config hash differs"
+    return (f"{out} holds a different collection ({what}); use another --out, or the same "
+            "env spec, explorers, branching and seed to resume it")
+
+
+def _ensure_ray(address: str | None) -> bool:
+    """Connect to Ray (``address``/``RAY_ADDRESS``, else a local instance); True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        # a private single-user instance: no token auth (Ray >= 2.60 would write a token file
+        # under the home directory) and no dashboard
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+class _ActorPool:
+    """Episodes to actors, one in flight per actor; dead actors are replaced, episodes retried."""
+
+    def __init__(self, actors: list[Any], factory: Callable[[], Any], max_replacements: int):
+        self.actors = list(actors)
+        self.factory = factory
+        self.max_replacements = max_replacements
+        self.replaced = 0
+
+    def start(self) -> list[dict[str, Any]]:
+        """Wait until every actor has built its environment (surfacing setup errors)."""
+        import ray
+
+        infos = []
+        for i in range(len(self.actors)):
+            while True:
+                try:
+                    infos.append(ray.get(self.actors[i].info.remote()))
+                    break
+                except ray.exceptions.RayTaskError as err:
+                    raise _unwrap(err) from None
+                except ray.exceptions.RayActorError as err:
+                    cause = _creation_cause(err)
+                    if cause is not None:
+                        raise cause from None
+                    self._replace(i, err)
+        return infos
+
+    def _replace(self, i: int, err: BaseException) -> None:
+        import ray
+
+        self.replaced += 1
+        if self.replaced > self.max_replacements:
+            raise MixagentError(f"workers keep dying ({self.replaced} replaced); last error: "
+                                f"{err}") from None
+        log.warning("worker %d died (%s); starting a replacement", i, _short(err))
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(self.actors[i])
+        self.actors[i] = self.factory()
+
+    def run(self, items: Sequence[int], method: str, on_result: Callable[[int, Any], None],
+            max_attempts: int) -> int:
+        """Run ``method(item)`` for every item; returns how many tries were repeated.
+
+        A replacement actor starts in the background (its ``info`` call is in flight like an
+        episode), so the other workers keep going while it builds its environment.
+        """
+        import ray
+
+        queue = collections.deque(items)
+        attempts: collections.Counter[int] = collections.Counter()
+        idle = list(range(len(self.actors)))
+        in_flight: dict[Any, tuple[int, int | None]] = {}  # ref -> (actor, item; None: starting)
+        retries = 0
+        while queue or any(ep is not None for _, ep in in_flight.values()):
+            while idle and queue:
+                i, ep = idle.pop(0), queue.popleft()
+                in_flight[getattr(self.actors[i], method).remote(ep)] = (i, ep)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                i, ep = in_flight.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:
+                    cause = _unwrap(err)
+                    if isinstance(cause, MixagentError) or ep is None:
+                        raise cause from None
+                    attempts[ep] += 1
+                    if attempts[ep] >= max_attempts:
+                        raise MixagentError(f"episode {ep} failed {attempts[ep]} times; last "
+                                            f"error:\n{err}") from None
+                    log.warning("episode %d failed (%s); retrying", ep, _short(err))
+                    queue.appendleft(ep)
+                    retries += 1
+                    idle.append(i)
+                    continue
+                except ray.exceptions.RayActorError as err:
+                    if ep is None:
+                        cause = _creation_cause(err)
+                        if cause is not None:
+                            raise cause from None
+                    else:
+                        attempts[ep] += 1
+                        if attempts[ep] >= max_attempts:
+                            raise MixagentError(f"episode {ep}: its worker died {attempts[ep]} "
+                                                f"times; last error: {_short(err)}") from None
+                        queue.appendleft(ep)  # retried by whichever worker is free next
+                        retries += 1
+                    self._replace(i, err)
+                    in_flight[self.actors[i].info.remote()] = (i, None)
+                    continue
+                if ep is not None:
+                    on_result(ep, value)
+                idle.append(i)
+        return retries
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the live actors used since their environments were ready (best effort:
+        a replaced actor's share is lost)."""
+        import ray
+
+        total = 0.0
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                total += float(ray.get(a.stats.remote(), timeout=30)["cpu_seconds"])
+        return total
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(a)
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The user-level exception inside a Ray task error, when there is one."""
+    try:
+        cause = err.as_instanceof_cause()  # type: ignore[attr-defined]
+    except Exception:
+        return err
+    return cause if isinstance(cause, MixagentError) else err
+
+
+def _creation_cause(err: BaseException) -> BaseException | None:
+    """An error raised while the actor was being constructed (a bad spec, missing data on the
+    node, a broken install): not worth retrying, so it becomes a user-facing error."""
+    if not getattr(err, "actor_init_failed", False):
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(err, "error_msg", "") or err))
+    found = re.findall(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", text, flags=re.M)
+    detail = f"{found[-1][0].rsplit('.', 1)[-1]}: {found[-1][1]}" if found else _short(err)
+    return MixagentError(f"a collection worker failed to start: {detail}")
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+# -- the dataset card --------------------------------------------------------------------------------
+def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: CollectConfig,
+               result: CollectResult) -> tuple[dict[str, Any], str]:
+    """The card (JSON) and README of a collection, from the shards on disk and this run."""
+    from mixagent.envs.observation import DOMAIN_FEATURES, GLOBAL_FEATURES
+
+    stats = _shard_stats(out, collection["env_spec_hash"], collection["config_hash"])
+    previous = read_card(out)
+    runs = list(previous.get("compute", {}).get("runs", []))
+    runs.append({
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "episodes_requested": config.episodes,
+        "episodes_collected": len(result.collected),
+        "episodes_skipped": len(result.skipped),
+        "transitions": result.transitions,
+        "quarantined": [str(p) for p, _ in result.quarantined],
+        "retries": result.retries,
+        "workers": config.workers,
+        "cpus_per_worker": config.cpus_per_worker,
+        "gpus_per_worker": config.gpus_per_worker,
+        "setup_seconds": round(result.setup_seconds, 3),
+        "collect_seconds": round(result.collect_seconds, 3),
+        "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
+        "worker_cpu_seconds": round(result.worker_cpu_seconds, 3),
+        "host": platform.node(),
+    })
+    spec = resolved.spec
+    card = {
+        "format": CARD_FORMAT,
+        "name": out.name,
+        "schema": SCHEMA_TAG,
+        "collection_id": collection["collection_id"],
+        "config_hash": collection["config_hash"],
+        "env_spec_hash": collection["env_spec_hash"],
+        "env_spec": {"name": spec.name, "origin": spec.origin, "spec": spec.model_dump(mode="json"),
+                     "data_content_hash": resolved.data.manifest.content_hash},
+        "collection": collection["identity"],
+        "domain_names": list(resolved.domains),
+        "observation_layout": observation_layout(list(DOMAIN_FEATURES), list(GLOBAL_FEATURES),
+                                                 len(resolved.domains)),
+        "columns": [{"name": n, "type": str(t), "meaning": d} for n, t, d in COLUMNS],
+        "counts": stats["counts"],
+        "returns": stats["returns"],
+        "explorers": stats["explorers"],
+        "compute": {"transition_seconds": stats["transition_seconds"],
+                    "cpu_seconds": round(sum(r["cpu_seconds"] for r in runs), 3),
+                    "runs": runs},
+        "versions": {**{p: _version(p) for p in ("mixagent", "torch", "transformers", "pyarrow",
+                                                   "ray")},
+                     "python": platform.python_version()},
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return card, _readme(card)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _shard_stats(out: Path, spec_hash: str, config_hash: str) -> dict[str, Any]:
+    from mixagent.trajectories.storage import SHARDS_DIR, episode_of
+
+    cols = ["episode", "rewards", "is_continuation", "explorer", "wall_time"]
+    tables, bad = [], 0
+    folder = out / SHARDS_DIR
+    for p in sorted(folder.glob("episode-*.parquet")) if folder.is_dir() else []:
+        if episode_of(p) is None:
+            continue
+        try:
+            tables.append(read_shard(p, spec_hash=spec_hash, config_hash=config_hash, columns=cols))
+        except TrajectoryError:
+            bad += 1
+    counts = {"episodes": len(tables), "transitions": 0, "continuation_transitions": 0,
+              "branch_transitions": 0, "bad_shards": bad}
+    returns: dict[str, Any] = {}
+    explorers: dict[str, int] = {}
+    seconds = 0.0
+    if tables:
+        t = pa.concat_tables(tables)
+        cont = t["is_continuation"].to_numpy(zero_copy_only=False)
+        counts["transitions"] = t.num_rows
+        counts["continuation_transitions"] = int(cont.sum())
+        counts["branch_transitions"] = int((~cont).sum())
+        seconds = float(pc.sum(t["wall_time"]).as_py() or 0.0)
+        ep = t["episode"].to_numpy()[cont]
+        rew = t["rewards"].to_numpy()[cont]
+        uniq, inv = np.unique(ep, return_inverse=True)
+        per_ep = np.bincount(inv, weights=rew, minlength=uniq.size)
+        returns = {"mean": float(per_ep.mean()), "std": float(per_ep.std()),
+                   "min": float(per_ep.min()), "max": float(per_ep.max()),
+                   "note": "return of each episode's continued path (sum of its rewards)"}
+        of_episode = dict(zip(t["episode"].to_pylist(), t["explorer"].to_pylist(), strict=True))
+        explorers = dict(collections.Counter(of_episode.values()))
+    return {"counts": counts, "returns": returns, "explorers": explorers,
+            "transition_seconds": round(seconds, 3)}
+
+
+def _readme(card: dict[str, Any]) -> str:
+    c, comp, ident = card["counts"], card["compute"], card["collection"]
+    ret = card["returns"]
+    ret_line = (f"{ret['mean']:.4g} ± {ret['std']:.3g} (min {ret['min']:.4g}, max {ret['max']:.4g})"
+                if ret else "n/a")
+    lines = [
+        f"# Trajectories: {card['name']}",
+        "",
+        f"Data-mixing trajectories collected by mixagent on the env spec **{card['env_spec']['name']}** "
+        f"(`{card['env_spec']['origin']}`), spec hash `{card['env_spec_hash']}`, collection config "
+        f"hash `{card['config_hash']}`. Schema `{card['schema']}` (Parquet, one shard per episode).",
+        "",
+        f"- episodes: {c['episodes']}, transitions: {c['transitions']} "
+        f"({c['continuation_transitions']} on the continued paths, {c['branch_transitions']} "
+        "branch alternatives)",
+        f"- explorers: {', '.join(f'{k} ({v} episodes)' for k, v in card['explorers'].items()) or 'n/a'}",
+        f"- branching: {ident['branch']}",
+        f"- seed: {ident['seed']}; episode i's seeds derive from (seed, i) only",
+        f"- episode return (continued path): {ret_line}",
+        f"- compute: {comp['transition_seconds']:.1f} s in transitions, {comp['cpu_seconds']:.1f} "
+        f"allocated CPU-seconds over {len(comp['runs'])} run(s)",
+        f"- domains ({len(card['domain_names'])}): {', '.join(card['domain_names'])}",
+        "",
+        "Load with `mixagent.trajectories.load(\"<this folder>\")`; summarise with "
+        "`mixagent trajectories info`. Observations are flattened (`domains` [K, F] row-major, "
+        "then `global`); see `observation_layout` in card.json.",
+        "",
+        "## Columns",
+        "",
+        schema_table_markdown(),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""The per-worker episode loop: one environment, episodes in, one Arrow table per episode out.
+
+:class:`EpisodeWorker` is a plain class: ``--workers 1`` uses it in-process; the Ray pool wraps it
+with ``ray.remote`` so each actor owns one environment (built once, reused for every episode it
+is given). The driver, not the worker, writes shards — workers on other nodes need no shared
+filesystem, and there is a single writer per collection.
+
+Determinism: everything random in episode ``i`` — the env's reset seed (its data order), the
+explorer's seed, the branch choices, the explorer drawn for the episode — comes from
+``SeedSequence([collection seed, i])``, never from the worker or the time, so a retried, resumed
+or redistributed episode produces the same rows (wall-time columns aside).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from mixagent.config import StrictModel
+from mixagent.trajectories.branching import BranchConfig, Brancher, Transition
+from mixagent.trajectories.explorers import (
+    Explorer,
+    ExplorerChoice,
+    choose_explorer,
+    is_stochastic,
+    make_explorer,
+    perturb,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FaultInjection(StrictModel):
+    """Testing only: the worker process exits hard when it starts ``episode`` the first time
+    (``marker`` is created then, so the retry succeeds)."""
+
+    episode: int
+    marker: str
+
+
+class WorkerConfig(StrictModel):
+    """Everything a worker needs, as plain JSON-able data (sent to Ray actors)."""
+
+    env_spec: dict[str, Any] = Field(description="EnvSpec.model_dump(mode='json')")
+    spec_origin: str
+    spec_root: str
+    spec_hash: str
+    collection_hash: str
+    collection_id: str
+    explorers: list[tuple[str, float]]
+    seed: int
+    branch: BranchConfig
+    threads: int | None = Field(default=None, description="torch threads; None: leave as is")
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    fault: FaultInjection | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeSeeds:
+    env: int
+    explorer: int
+    branch: int
+    choice: int
+
+
+def episode_seeds(seed: int, episode: int) -> EpisodeSeeds:
+    """The seeds of episode ``episode`` of a collection seeded ``seed`` (see module docstring)."""
+    s = np.random.SeedSequence([int(seed), int(episode)]).generate_state(4, dtype=np.uint32)
+    return EpisodeSeeds(int(s[0]), int(s[1]), int(s[2]), int(s[3]))
+
+
+class EpisodeWorker:
+    """Owns one :class:`~mixagent.envs.proxy_env.ProxyCPTEnv`; runs whole episodes on request."""
+
+    def __init__(self, config: dict[str, Any] | WorkerConfig, worker_id: str = "local"):
+        cfg = config if isinstance(config, WorkerConfig) else WorkerConfig.model_validate(config)
+        self.cfg = cfg
+        self.worker_id = f"{worker_id}@{socket.gethostname()}:{os.getpid()}"
+        os.environ.update(cfg.env_vars)
+        if cfg.threads is not None:
+            os.environ["MIXAGENT_NUM_THREADS"] = str(cfg.threads)
+        import torch
+
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        from mixagent.envs.proxy_env import ProxyCPTEnv
+        from mixagent.envs.spec import EnvSpec
+        from mixagent.trajectories.identity import resolved_spec_hash
+
+        t0 = time.perf_counter()
+        spec = EnvSpec.model_validate(cfg.env_spec).located(cfg.spec_origin, Path(cfg.spec_root))
+        self.env = ProxyCPTEnv(spec, progress=False)
+        found = resolved_spec_hash(self.env.resolved)
+        if found != cfg.spec_hash:
+            from mixagent.errors import DataError
+
+            raise DataError(f"worker {self.worker_id}: the env spec resolves to hash {found} here, "
+                            f"but the collection is for {cfg.spec_hash} (different data on this "
+                            "node?)")
+        self.setup_seconds = time.perf_counter() - t0
+        env = self.env
+        self.brancher = Brancher(env, cfg.branch)
+        self.choices = [ExplorerChoice(s, w) for s, w in cfg.explorers]
+        self._explorers: dict[str, Explorer] = {}
+        self._space = env.observation_space
+        act = env.env_spec.action
+        self._scale, self._floor = act.scale, act.floor
+        self._cpu0 = time.process_time()
+        self._episodes = 0
+
+    def info(self) -> dict[str, Any]:
+        """Who this worker is and what it cost to start (the driver waits on this)."""
+        import torch
+
+        return {"worker": self.worker_id, "setup_seconds": self.setup_seconds,
+                "threads": torch.get_num_threads()}
+
+    def stats(self) -> dict[str, Any]:
+        """CPU seconds this worker's process spent since its environment was ready, and episodes
+        run (for the card's compute record; robust to other processes sharing the cores)."""
+        return {"worker": self.worker_id, "cpu_seconds": time.process_time() - self._cpu0,
+                "episodes": self._episodes}
+
+    def _explorer(self, spec: str) -> Explorer:
+        if spec not in self._explorers:
+            self._explorers[spec] = make_explorer(spec)
+        return self._explorers[spec]
+
+    def _reset_explorer(self, explorer: Explorer, seed: int) -> None:
+        """``reset(names, is_target, seed)``, plus ``space=`` (the env's DomainSpace) for
+        explorers that take it (mixing policies need fields and token counts)."""
+        env = self.env
+        try:
+            takes_space = "space" in inspect.signature(explorer.reset).parameters
+        except (TypeError, ValueError):
+            takes_space = False
+        if takes_space:
+            from mixagent.policies.base import DomainSpace
+
+            explorer.reset(env.domain_names, env.is_target, seed,  # type: ignore[call-arg]
+                           space=DomainSpace.from_env(env))
+        else:
+            explorer.reset(env.domain_names, env.is_target, seed)
+
+    def _flat(self, obs: dict[str, np.ndarray]) -> list[float]:
+        from gymnasium.spaces import flatten
+
+        return np.asarray(flatten(self._space, obs), dtype=np.float32).tolist()
+
+    def run_episode(self, episode: int) -> Any:
+        """Collect episode ``episode``; returns its rows as a ``pyarrow.Table`` (one shard)."""
+        from mixagent.envs.actions import action_from_weights
+        from mixagent.trajectories.schema import rows_to_table
+
+        self._maybe_crash(episode)
+        cfg, env = self.cfg, self.env
+        seeds = episode_seeds(cfg.seed, episode)
+        explorer = self._explorer(choose_explorer(self.choices, np.random.default_rng(seeds.choice)))
+        obs, info = env.reset(seed=seeds.env)
+        self._reset_explorer(explorer, seeds.explorer)
+        branch_rng = np.random.default_rng(seeds.branch)
+        k = cfg.branch.k
+        alternatives = cfg.branch.alternatives
+        if alternatives == "auto":
+            alternatives = "explorer" if is_stochastic(explorer) else "perturb"
+        select = cfg.branch.select if explorer.stateless else "explorer"
+        rows: list[dict[str, Any]] = []
+        parent = -1
+        eps_id = f"{cfg.collection_id}-{episode:06d}"
+        for t in range(env.num_steps):
+            proposals = [self._normalise(explorer.act(obs, info), explorer)]
+            for _ in range(k - 1):
+                proposals.append(self._normalise(explorer.act(obs, info), explorer)
+                                 if alternatives == "explorer" else
+                                 perturb(proposals[0], branch_rng, cfg.branch.perturb_concentration))
+            actions = [action_from_weights(w, self._scale, self._floor) for w in proposals]
+            if k == 1:
+                t0 = time.perf_counter()
+                o, r, term, trunc, inf = env.step(actions[0])
+                inf = {**inf, "wall_time": time.perf_counter() - t0}
+                transitions = [Transition(actions[0], o, float(r), bool(term), bool(trunc), inf)]
+                chosen = 0
+            else:
+                pick = None if select == "best" else \
+                    (int(branch_rng.integers(k)) if select == "random" else 0)
+                transitions, chosen = self.brancher.step(actions, pick)
+            flat_obs = self._flat(obs)
+            for b, tr in enumerate(transitions):
+                rows.append(self._row(eps_id, episode, t, b, k, parent, b == chosen, flat_obs,
+                                      tr, proposals[b], explorer.name, seeds))
+            obs, info = transitions[chosen].obs, transitions[chosen].info
+            parent = chosen
+            if transitions[chosen].terminated or transitions[chosen].truncated:
+                break
+        self._episodes += 1
+        return rows_to_table(rows, cfg.spec_hash, cfg.collection_hash, episode)
+
+    def _normalise(self, w: Any, explorer: Explorer) -> np.ndarray:
+        from mixagent.data.sampler import validate_weights
+        from mixagent.errors import MixagentError
+
+        try:
+            return validate_weights(w, self.env.num_domains, self.env.domain_names)
+        except ValueError as err:
+            raise MixagentError(f"explorer {explorer.name} proposed invalid weights: {err}") from None
+
+    def _row(self, eps_id: str, episode: int, t: int, branch: int, k: int, parent: int,
+             continued: bool, flat_obs: list[float], tr: Transition, proposed: np.ndarray,
+             explorer: str, seeds: EpisodeSeeds) -> dict[str, Any]:
+        info = tr.info
+        scores = info["scores"]
+        tasks = {f"{task}.{metric}": float(v) for task, metrics in info["task_metrics"].items()
+                 for metric, v in metrics.items()}
+        return {
+            "eps_id": eps_id,
+            "obs": flat_obs,
+            "actions": np.asarray(tr.action, np.float32).tolist(),
+            "rewards": float(tr.reward),
+            "new_obs": self._flat(tr.obs),
+            "terminateds": bool(tr.terminated),
+            "truncateds": bool(tr.truncated),
+            "t": t,
+            "episode": episode,
+            "branch_id": branch,
+            "num_branches": k,
+            "parent_branch": parent,
+            "is_continuation": continued,
+            "weights": np.asarray(info["weights"], np.float64).tolist(),
+            "proposed_weights": np.asarray(proposed, np.float64).tolist(),
+            "losses": np.asarray(info["losses"], np.float64).tolist(),
+            "source_score": float(scores["source"]),
+            "target_score": float(scores["target"]),
+            "balanced_score": float(scores["balanced"]),
+            "terms": {str(n): float(v) for n, v in info.get("terms", {}).items()},
+            "task_metrics": tasks,
+            "train_loss": float(info["train_loss"]),
+            "tokens": int(info["tokens"]),
+            "domain_names": list(self.env.domain_names),
+            "env_spec_hash": self.cfg.spec_hash,
+            "explorer": explorer,
+            "env_seed": seeds.env,
+            "explorer_seed": seeds.explorer,
+            "batched": bool(tr.batched),
+            "wall_time": float(info.get("wall_time", 0.0)),
+            "train_time": float(info.get("train_time", 0.0)),
+            "eval_time": float(info.get("eval_time", 0.0)),
+            "worker": self.worker_id,
+        }
+
+    def _maybe_crash(self, episode: int) -> None:
+        fault = self.cfg.fault
+        if fault is None or fault.episode != episode:
+            return
+        marker = Path(fault.marker)
+        if marker.exists():
+            return
+        marker.write_text(self.worker_id, encoding="utf-8")
+        log.warning("fault injection: worker %s exits while starting episode %d", self.worker_id,
+                    episode)
+        os._exit(17)

@@ -1,0 +1,416 @@
+"""Trajectory collection on the micro env spec: schema, card, branching, resume, faults, loader, CLI.
+
+Heavy things happen once per session: the built-in ``tiny`` corpus and the micro base are built
+into a session cache (``MIXAGENT_CACHE``), and Ray is started once. The micro spec is used with
+``data.path`` pointing at the built corpus, which has the same env-spec hash as
+``envs/micro.yaml`` (the hash covers the data's content, not its location) but skips the
+built-in corpus's up-to-date scan in every process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mixagent.errors import ConfigError
+from mixagent.trajectories import collect, load
+from mixagent.trajectories.schema import DETERMINISTIC_COLUMNS, SCHEMA_TAG, arrow_schema
+from mixagent.trajectories.storage import TrajectoryError
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = REPO / "envs" / "micro.yaml"
+
+
+@pytest.fixture(scope="session")
+def traj_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("traj-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(traj_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIXAGENT_CACHE", str(traj_cache))
+
+
+@pytest.fixture(scope="session")
+def micro_spec(traj_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(traj_cache))
+        from mixagent.data.builtin import build_builtin
+
+        spec = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
+        data = build_builtin(size=spec["data"]["builtin"])
+        spec["data"] = {"path": str(data)}
+        path = tmp_path_factory.mktemp("spec") / "micro.yaml"
+        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        from mixagent.envs.setup import build_engine, resolve_spec
+
+        build_engine(resolve_spec(path), progress=False)  # pre-train and cache the base
+    return path
+
+
+@pytest.fixture(scope="session", params=["micro", "micro+task"])
+def micro_env(request: pytest.FixtureRequest, micro_spec: Path, traj_cache: Path):
+    """The micro env, and a variant that also scores the math exact-match task (same base)."""
+    spec = micro_spec
+    if request.param == "micro+task":
+        from mixagent.data.builtin import TASK_NAME
+
+        d = yaml.safe_load(micro_spec.read_text(encoding="utf-8"))
+        d["eval"]["tasks"] = [{"name": TASK_NAME, "examples": 16}]
+        d["reward"]["target_terms"] = {"loss": 1.0, f"{TASK_NAME}.answer_loss": 0.5}
+        spec = micro_spec.with_name("micro-task.yaml")
+        spec.write_text(yaml.safe_dump(d), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(traj_cache))
+        from mixagent.envs.proxy_env import ProxyCPTEnv
+
+        return ProxyCPTEnv(spec, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Ray, started once for the session (reused if another fixture started it)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _collect(spec: Path, out: Path, episodes: int, **kw):
+    return collect(env_spec=str(spec), out=str(out), episodes=episodes, progress=False, **kw)
+
+
+def _rows(folder: Path):
+    df = load(folder).to_pandas()
+    return df[list(DETERMINISTIC_COLUMNS)].sort_values(["episode", "t", "branch_id"]).reset_index(drop=True)
+
+
+def _same_rows(a: Path, b: Path, episodes: list[int] | None = None) -> None:
+    ra, rb = _rows(a), _rows(b)
+    if episodes is not None:
+        ra = ra[ra.episode.isin(episodes)].reset_index(drop=True)
+        rb = rb[rb.episode.isin(episodes)].reset_index(drop=True)
+    assert len(ra) == len(rb) and len(ra) > 0
+    # eps_id embeds the collection id, identical for identical configs
+    for col in DETERMINISTIC_COLUMNS:
+        assert ra[col].map(repr).tolist() == rb[col].map(repr).tolist(), col
+
+
+# -- collection, schema, card, loader --------------------------------------------------------------
+def test_collect_in_process_schema_card_and_loader_round_trip(micro_spec: Path, tmp_path: Path):
+    out = tmp_path / "plain"
+    r = _collect(micro_spec, out, 3, seed=5)
+    assert r.collected == [0, 1, 2] and r.transitions == 9 and r.skipped == []
+    shards = sorted((out / "shards").glob("*.parquet"))
+    assert [p.name for p in shards] == [f"episode-00000{i}.parquet" for i in range(3)]
+    for p in shards:
+        schema = pq.read_schema(p)
+        assert schema.metadata[b"mixagent.schema"].decode() == SCHEMA_TAG
+        assert schema.remove_metadata().equals(arrow_schema())
+        assert pq.read_metadata(p).num_rows == 3
+    card = __import__("json").loads((out / "card.json").read_text())
+    assert card["counts"]["episodes"] == 3 and card["counts"]["transitions"] == 9
+    assert card["schema"] == SCHEMA_TAG and card["env_spec"]["name"] == "micro"
+    assert card["compute"]["runs"][0]["episodes_collected"] == 3
+    assert "## Columns" in (out / "README.md").read_text()
+
+    ts = load(out)
+    assert len(ts) == 9 and ts.num_episodes == 3
+    layout = card["observation_layout"]
+    a = ts.arrays()
+    k = len(ts.domain_names)
+    assert a["obs"].shape == (9, layout["size"]) and a["actions"].shape == (9, k)
+    assert np.allclose(a["weights"].sum(1), 1.0)
+    assert np.all(np.abs(a["actions"]) <= 1.0)
+    d = ts.observation_dicts("new_obs")
+    assert d["domains"].shape == (9, k, 5) and d["global"].shape == (9, 4)
+    # the applied weights are the new observation's weight feature
+    assert np.allclose(d["domains"][:, :, 0], a["weights"], atol=1e-6)
+    # obs[t+1] == new_obs[t] along an episode; terminal exactly at the last step
+    df = ts.to_pandas()
+    for _, ep in df.groupby("episode"):
+        ep = ep.sort_values("t")
+        assert ep.t.tolist() == [0, 1, 2] and ep.terminateds.tolist() == [False, False, True]
+        for x, y in zip(ep.new_obs.tolist()[:-1], ep.obs.tolist()[1:], strict=True):
+            assert np.array_equal(x, y)
+        assert np.isclose(ep.rewards.sum(), ep.balanced_score.iloc[-1])
+    # pandas round trip
+    back = type(ts).from_pandas(df, ts.cards)
+    assert back.table.equals(ts.table)
+
+
+def test_branching_records_k_transitions_per_step(micro_spec: Path, tmp_path: Path):
+    out = tmp_path / "branch"
+    r = _collect(micro_spec, out, 2, seed=1, branch={"k": 3, "select": "best"})
+    assert r.transitions == 2 * 3 * 3
+    df = load(out).to_pandas()
+    assert df.batched.all()  # the folded fast path was verified and used
+    for _, ep in df.groupby("episode"):
+        parent = -1
+        for _t, step in ep.groupby("t"):
+            assert sorted(step.branch_id) == [0, 1, 2] and (step.num_branches == 3).all()
+            assert step.is_continuation.sum() == 1 and (step.parent_branch == parent).all()
+            assert all(np.array_equal(o, step.obs.iloc[0]) for o in step.obs)  # one snapshot
+            chosen = step[step.is_continuation].iloc[0]
+            assert chosen.rewards == step.rewards.max()  # select=best
+            parent = int(chosen.branch_id)
+    cont = load(out).continuations().to_pandas()
+    assert len(cont) == 6 and cont.groupby("episode").t.apply(list).tolist() == [[0, 1, 2]] * 2
+
+
+def test_batched_branches_match_sequential_env_steps(micro_env):
+    from mixagent.trajectories.branching import BranchConfig, Brancher
+
+    env = micro_env
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, env.num_domains).astype(np.float32) for _ in range(4)]
+    results = {}
+    for mode in ("off", "auto"):
+        env.reset(seed=3)
+        env.step(np.zeros(env.num_domains, np.float32))
+        br = Brancher(env, BranchConfig(k=4, batched=mode))
+        trs, chosen = br.step(actions, 2)
+        assert chosen == 2 and br.fallback_reason is None
+        after = env.step(actions[1])  # continue from branch 2's end state
+        results[mode] = (trs, after)
+    (seq, seq_after), (bat, bat_after) = results["off"], results["auto"]
+    assert all(t.batched for t in bat) and not any(t.batched for t in seq)
+    for s, b in zip(seq, bat, strict=True):
+        assert np.allclose(s.info["losses"], b.info["losses"], rtol=1e-5)
+        assert abs(s.reward - b.reward) < 1e-6
+        for key in s.obs:
+            assert np.allclose(s.obs[key], b.obs[key], atol=1e-5)
+        assert s.info["task_metrics"].keys() == b.info["task_metrics"].keys()
+        for task, metrics in s.info["task_metrics"].items():
+            for m, v in metrics.items():
+                assert abs(v - b.info["task_metrics"][task][m]) < 1e-5, (task, m)
+    assert abs(seq_after[1] - bat_after[1]) < 1e-6
+    assert np.allclose(seq_after[4]["losses"], bat_after[4]["losses"], rtol=1e-5)
+    assert bool(env.engine.evaluator.tasks) == (len(seq[0].info["task_metrics"]) > 0)
+
+
+def test_fold_refuses_dropout_and_checks_itself():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mixagent.trajectories.replicas import FoldError, ReplicaModel
+
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, attention_dropout=0.1)
+    with pytest.raises(FoldError, match="dropout"):
+        ReplicaModel(LlamaForCausalLM(cfg), 2)
+    cfg.attention_dropout = 0.0
+    model = LlamaForCausalLM(cfg).eval()
+    rm = ReplicaModel(model, 3)
+    with torch.no_grad():
+        for i, p in enumerate(rm.by_name.values()):
+            p.add_(0.01 * (i + 1) * torch.arange(3, dtype=p.dtype).view(3, *([1] * (p.dim() - 1))))
+        ids = torch.randint(0, 50, (2, 7))
+        logits = rm(ids.repeat(3, 1)).view(3, 2, 7, -1)
+        for k in range(3):
+            state = {n: rm.replica_tensor(n, k) for n in rm.by_name}
+            ref = torch.func.functional_call(model, state, (ids,)).logits
+            assert torch.allclose(logits[k], ref, atol=1e-5)
+
+
+# -- resume, corrupt and foreign shards ----------------------------------------------------------
+def test_resume_after_simulated_kill_reproduces_uninterrupted_run(micro_spec: Path, tmp_path: Path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg = {"seed": 7, "branch": {"k": 2}}
+    _collect(micro_spec, full, 4, **cfg)
+    _collect(micro_spec, part, 2, **cfg)  # "killed" after two episodes
+    shards = part / "shards"
+    (shards / ".episode-000002.parquet.x1y2.tmp").write_bytes(b"PAR1 half a write")
+    victim = shards / "episode-000001.parquet"
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated shard
+    with pytest.raises(TrajectoryError, match="already holds this collection"):
+        _collect(micro_spec, part, 4, **cfg)  # without --resume
+    r = _collect(micro_spec, part, 4, resume=True, **cfg)
+    assert r.skipped == [0] and r.collected == [1, 2, 3]
+    assert [p for p, _ in r.quarantined] == [victim]
+    assert not list(shards.glob(".*.tmp"))
+    moved = list((part / "quarantine").glob("episode-000001.parquet.*"))
+    assert len(moved) == 2 and any(p.name.endswith(".reason.txt") for p in moved)
+    _same_rows(full, part)
+    card = __import__("json").loads((part / "card.json").read_text())
+    assert card["counts"]["episodes"] == 4 and len(card["compute"]["runs"]) == 2
+
+
+def test_resume_after_real_sigkill(micro_spec: Path, tmp_path: Path, traj_cache: Path):
+    full, part = tmp_path / "full", tmp_path / "killed"
+    _collect(micro_spec, full, 5, seed=3)
+    env = {**os.environ, "MIXAGENT_CACHE": str(traj_cache)}
+    cmd = [sys.executable, "-m", "mixagent.cli.main", "collect", str(micro_spec), "--out",
+           str(part), "--episodes", "400", "--seed", "3", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(list((part / "shards").glob("episode-*.parquet"))) < 2:
+            assert proc.poll() is None and time.time() < deadline, "collector ended too early"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = len(list((part / "shards").glob("episode-*.parquet")))
+    assert 2 <= done < 400
+    r = _collect(micro_spec, part, 5, seed=3, resume=True)
+    assert sorted(r.skipped + r.collected) == list(range(5))
+    _same_rows(full, part, episodes=list(range(5)))
+
+
+def test_loader_reports_corrupt_foreign_and_versioned_shards(micro_spec: Path, tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _collect(micro_spec, a, 3, seed=0)
+    _collect(micro_spec, b, 1, seed=99)
+    bad = a / "shards" / "episode-000001.parquet"
+    good = bad.read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    with pytest.raises(TrajectoryError) as err:
+        load(a)
+    assert str(bad) in str(err.value) and "truncated or corrupt" in str(err.value)
+    with pytest.warns(UserWarning, match="episode-000001"):
+        ts = load(a, skip_bad=True)
+    assert ts.num_episodes == 2 and [s.path for s in ts.skipped] == [bad]
+    # a shard of another collection (different seed) dropped into this one
+    bad.write_bytes(good)
+    shutil.copy(b / "shards" / "episode-000000.parquet", a / "shards" / "episode-000002.parquet")
+    with pytest.raises(TrajectoryError, match="foreign shard"):
+        load(a)
+    # a shard with another schema version
+    t = pq.read_table(b / "shards" / "episode-000000.parquet")
+    meta = dict(t.schema.metadata)
+    meta[b"mixagent.schema"] = b"mixagent.trajectories/0"
+    pq.write_table(t.replace_schema_metadata(meta), a / "shards" / "episode-000002.parquet")
+    with pytest.raises(TrajectoryError, match=r"schema 'mixagent\.trajectories/0'"):
+        load(a)
+    # not parquet at all
+    (a / "shards" / "episode-000002.parquet").write_text("hello")
+    with pytest.raises(TrajectoryError, match=r"episode-000002\.parquet: not a readable Parquet"):
+        load(a)
+    (a / "shards" / "episode-000002.parquet").unlink()
+    # trajectories of a different env spec are refused unless asked for
+    with pytest.raises(TrajectoryError, match="env spec hash"):
+        load(a, env_spec_hash="0" * 24)
+    with pytest.warns(UserWarning, match="allow_foreign"):
+        assert load(a, env_spec_hash="0" * 24, allow_foreign=True).num_episodes == 2
+    assert load([a, b]).num_episodes == 3  # same env spec: fine to combine
+
+
+def test_collect_refuses_foreign_or_unrelated_folders(micro_spec: Path, tmp_path: Path):
+    out = tmp_path / "c"
+    _collect(micro_spec, out, 1, seed=0)
+    with pytest.raises(TrajectoryError, match="seed: 0 there, 1 now"):
+        _collect(micro_spec, out, 2, seed=1, resume=True)
+    with pytest.raises(TrajectoryError, match="branch"):
+        _collect(micro_spec, out, 2, seed=0, resume=True, branch={"k": 2})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(TrajectoryError, match="not a mixagent trajectory collection"):
+        _collect(micro_spec, other, 1)
+    with pytest.raises(ConfigError, match="unknown explorer"):
+        _collect(micro_spec, tmp_path / "x", 1, explorers=["nope"])
+
+
+# -- Ray -------------------------------------------------------------------------------------------
+def test_ray_two_workers_retry_a_dead_worker_and_match_in_process(
+        micro_spec: Path, tmp_path: Path, ray_session):
+    cfg = {"seed": 11, "branch": {"k": 2}, "explorers": ["random_walk@0.5", "uniform@0.5"]}
+    local = tmp_path / "local"
+    _collect(micro_spec, local, 4, **cfg)
+    out = tmp_path / "ray"
+    marker = tmp_path / "crashed"
+    r = _collect(micro_spec, out, 4, workers=2, fault={"episode": 1, "marker": str(marker)},
+                 **cfg)
+    assert marker.exists()  # a worker really died on episode 1 ...
+    assert r.retries == 1 and sorted(r.collected) == [0, 1, 2, 3]  # ... and it was retried
+    ts = load(out)
+    assert len(ts) == 4 * 3 * 2 and ts.num_episodes == 4
+    workers = set(ts.table["worker"].to_pylist())
+    assert workers and not any(w.startswith("local") for w in workers)
+    _same_rows(local, out)  # same seeds -> same rows, whichever worker ran an episode
+    explorers = __import__("json").loads((out / "card.json").read_text())["explorers"]
+    assert sum(explorers.values()) == 4
+
+
+# -- explorers ---------------------------------------------------------------------------------------
+def test_random_walk_is_centred_on_the_previous_weights():
+    from mixagent.trajectories.explorers import RandomWalkExplorer, make_explorer
+
+    rw = make_explorer("random_walk:concentration=200,jump=0")
+    assert isinstance(rw, RandomWalkExplorer)
+    rw.reset(["a", "b", "c"], np.array([False, True, True]), seed=0)
+    first = rw.act({}, {"weights": np.zeros(3)})
+    assert np.allclose(first, 1 / 3)  # start=uniform
+    prev = np.array([0.7, 0.2, 0.1])
+    draws = np.array([rw.act({}, {"weights": prev}) for _ in range(400)])
+    assert np.allclose(draws.sum(1), 1.0) and (draws >= 0).all()
+    assert np.allclose(draws.mean(0), prev, atol=0.02)
+    jumpy = make_explorer("random_walk:concentration=200,jump=1")
+    jumpy.reset(["a", "b", "c"], np.array([False, True, True]), seed=0)
+    far = np.array([jumpy.act({}, {"weights": prev}) for _ in range(400)])
+    assert np.allclose(far.mean(0), 1 / 3, atol=0.05)  # jumps land anywhere on the simplex
+
+
+def test_explorer_specs_and_shares():
+    from mixagent.trajectories.explorers import choose_explorer, make_explorer, parse_explorers
+
+    choices = parse_explorers(["random_walk:jump=0.2@3", "uniform:alpha=0.5@1"])
+    assert [c.weight for c in choices] == [3.0, 1.0]
+    picks = [choose_explorer(choices, np.random.default_rng(i)) for i in range(400)]
+    assert 0.65 < picks.count(choices[0].spec) / 400 < 0.85
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_explorer("random_walk:speed=3")
+    with pytest.raises(ConfigError, match="positive"):
+        parse_explorers(["uniform@0"])
+    try:
+        import mixagent.policies  # noqa: F401 - registers policy:/baseline:
+    except Exception:
+        pytest.skip("mixing policies are not importable in this checkout")
+    with pytest.raises(ConfigError):
+        make_explorer("policy:/definitely/not/a/policy")
+
+
+def test_episode_seeds_depend_only_on_collection_seed_and_index():
+    from mixagent.trajectories.worker import episode_seeds
+
+    assert episode_seeds(0, 5) == episode_seeds(0, 5)
+    assert episode_seeds(0, 5) != episode_seeds(0, 6) != episode_seeds(1, 5)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+def test_cli_collect_info_plot(micro_spec: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from mixagent.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["collect", str(micro_spec), "--out", str(out), "--episodes", "2",
+                              "--branch", "2", "--branch-select", "random", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "collected 2 episode(s), 12 transitions" in " ".join(res.output.split())
+    res = runner.invoke(app, ["trajectories", "info", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "12 (6 on continued paths, 6 branch alternatives)" in res.output
+    png = tmp_path / "p.png"
+    res = runner.invoke(app, ["trajectories", "plot", str(out), "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
