@@ -195,41 +195,70 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         t0 = time.perf_counter()
         stats = self.engine.train(weights)
         result = self.engine.evaluate()
+        obs, reward, terminated, info, scores = self.transition(
+            self._t, self._losses, self._scores, weights, result.losses, result.tasks,
+            train_loss=stats.loss, tokens=self.engine.tokens, wall=time.perf_counter() - t0,
+            train=stats.seconds, evaluation=result.seconds)
         self._prev_losses = self._losses
         self._losses = result.losses
         self._tasks = result.tasks
-        previous = self._scores
-        self._scores = self._score(result.losses, result.tasks)
+        self._scores = scores
         self._weights = np.asarray(weights, dtype=np.float64).copy()
         self._t += 1
-        reward = self.env_spec.reward.scale * (self._scores.balanced - previous.balanced)
-        terminated = self._t >= self.num_steps
-        info = self._info(wall=time.perf_counter() - t0, train=stats.seconds,
-                          evaluation=result.seconds, train_loss=stats.loss)
-        return self._observation(), float(reward), terminated, False, info
+        return obs, reward, terminated, False, info
+
+    def transition(self, t: int, losses_before: np.ndarray, scores_before: Scores,
+                   weights: np.ndarray, losses: np.ndarray, tasks: dict[str, dict[str, float]],
+                   *, train_loss: float, tokens: int, wall: float, train: float,
+                   evaluation: float) -> tuple[dict[str, np.ndarray], float, bool,
+                                               dict[str, Any], Scores]:
+        """What a step means, as a pure function: from the state before step ``t`` (its losses
+        and scores) and the step's evaluation, the observation, reward, terminated flag, info
+        and new scores. The env state is not touched.
+
+        :meth:`step` uses it, and so does batched branching in trajectory collection (which
+        trains K branches at once and must report exactly what K ``step`` calls would).
+        """
+        weights = np.asarray(weights, dtype=np.float64)
+        scores = self._score(losses, tasks)
+        reward = self.env_spec.reward.scale * (scores.balanced - scores_before.balanced)
+        obs = self._observation_of(t + 1, weights, losses, losses_before, scores)
+        info = self._info_of(t + 1, weights, losses, scores, tasks, tokens, wall=wall,
+                             train=train, evaluation=evaluation, train_loss=train_loss)
+        return obs, float(reward), t + 1 >= self.num_steps, info, scores
 
     def _score(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> Scores:
         return score(losses, tasks, self.base_losses, self.base_tasks, self.is_target,
                      self.env_spec.reward)
 
     def _observation(self) -> dict[str, np.ndarray]:
+        return self._observation_of(self._t or 0, self._weights, self._losses, self._prev_losses,
+                                    self._scores)
+
+    def _observation_of(self, t: int, weights: np.ndarray, losses: np.ndarray,
+                        prev_losses: np.ndarray, s: Scores) -> dict[str, np.ndarray]:
         o = self.env_spec.observation
-        s = self._scores
-        return make_observation(self._weights, self._losses, self.base_losses, self._prev_losses,
-                                self.is_target, (self._t or 0) / self.num_steps, s.source,
-                                s.target, s.balanced, o.loss_max, o.score_max)
+        return make_observation(weights, losses, self.base_losses, prev_losses, self.is_target,
+                                t / self.num_steps, s.source, s.target, s.balanced, o.loss_max,
+                                o.score_max)
 
     def _info(self, *, wall: float, train: float, evaluation: float,
               train_loss: float) -> dict[str, Any]:
-        s = self._scores
+        return self._info_of(self._t, self._weights, self._losses, self._scores, self._tasks,
+                             self.engine.tokens, wall=wall, train=train, evaluation=evaluation,
+                             train_loss=train_loss)
+
+    def _info_of(self, t: int | None, weights: np.ndarray, losses: np.ndarray, s: Scores,
+                 tasks: dict[str, dict[str, float]], tokens: int, *, wall: float, train: float,
+                 evaluation: float, train_loss: float) -> dict[str, Any]:
         return {
-            "step": self._t,
-            "weights": self._weights.copy(),
-            "losses": self._losses.copy(),
+            "step": t,
+            "weights": np.asarray(weights, dtype=np.float64).copy(),
+            "losses": np.asarray(losses).copy(),
             "scores": {"source": s.source, "target": s.target, "balanced": s.balanced},
             "terms": dict(s.terms),
-            "task_metrics": copy.deepcopy(self._tasks),
-            "tokens": self.engine.tokens,
+            "task_metrics": copy.deepcopy(tasks),
+            "tokens": tokens,
             "train_loss": train_loss,
             "wall_time": Seconds(wall),
             "train_time": Seconds(train),

@@ -15,10 +15,9 @@ Two implementations with the same results (to floating-point reassociation):
   ``env.restore``. The first batched step of a worker is checked against a real ``env.step``;
   a mismatch, an unfoldable model or any error falls back to sequential with a warning.
 
-The batched path re-derives what ``ProxyCPTEnv.step`` computes from the engine's outputs (the
-observation, reward and info via :func:`~mixagent.envs.observation.make_observation` and
-:func:`~mixagent.envs.scoring.score`); the check above is what keeps that honest when the env
-changes.
+The batched path turns each branch's evaluation into a transition with
+:meth:`ProxyCPTEnv.transition`, the same function ``step`` uses, so observation, reward and info
+mean the same; the check above guards the folded training and evaluation themselves.
 """
 
 from __future__ import annotations
@@ -167,8 +166,6 @@ class Brancher:
             list[Transition], Any]:
         from mixagent.data.sampler import MixtureSampler
         from mixagent.envs.actions import weights_from_action
-        from mixagent.envs.observation import make_observation
-        from mixagent.envs.scoring import score
 
         t0 = time.perf_counter()
         env, eng = self.env, self.env.engine
@@ -199,32 +196,15 @@ class Brancher:
         results = trainer.evaluate()
         t_total = time.perf_counter() - t0
         t_next = snap.t + 1
-        terminated = t_next >= env.num_steps
-        prev = snap.scores
-        obs_spec = spec.observation
-        out = []
+        out, end_scores = [], []
         for i in range(k):
             res = results[i]
-            sc = score(res.losses, res.tasks, env.base_losses, env.base_tasks, env.is_target,
-                       spec.reward)
-            reward = spec.reward.scale * (sc.balanced - prev.balanced)
-            obs = make_observation(weights[i], res.losses, env.base_losses, snap.losses,
-                                   env.is_target, t_next / env.num_steps, sc.source, sc.target,
-                                   sc.balanced, obs_spec.loss_max, obs_spec.score_max)
-            info = {
-                "step": t_next,
-                "weights": weights[i].copy(),
-                "losses": res.losses.copy(),
-                "scores": {"source": sc.source, "target": sc.target, "balanced": sc.balanced},
-                "terms": dict(sc.terms),
-                "task_metrics": {n: dict(m) for n, m in res.tasks.items()},
-                "tokens": snap.engine.tokens + steps * b * seq,
-                "train_loss": float(losses[i]),
-                "wall_time": t_total / k,
-                "train_time": t_train / k,
-                "eval_time": (t_total - t_train) / k,
-            }
-            out.append(Transition(np.asarray(actions[i], np.float32), obs, float(reward),
+            obs, reward, terminated, info, sc = env.transition(
+                snap.t, snap.losses, snap.scores, weights[i], res.losses, res.tasks,
+                train_loss=float(losses[i]), tokens=snap.engine.tokens + steps * b * seq,
+                wall=t_total / k, train=t_train / k, evaluation=(t_total - t_train) / k)
+            end_scores.append(sc)
+            out.append(Transition(np.asarray(actions[i], np.float32), obs, reward,
                                   terminated, False, info, batched=True))
 
         def end_state(i: int) -> Any:
@@ -240,9 +220,7 @@ class Brancher:
             return dataclasses.replace(
                 snap, engine=engine_snap, t=t_next, weights=np.asarray(weights[i], np.float64).copy(),
                 losses=r.losses.copy(), prev_losses=np.asarray(snap.losses).copy(),
-                tasks={n: dict(m) for n, m in r.tasks.items()},
-                scores=score(r.losses, r.tasks, env.base_losses, env.base_tasks, env.is_target,
-                             spec.reward))
+                tasks={n: dict(m) for n, m in r.tasks.items()}, scores=end_scores[i])
 
         return out, end_state
 
