@@ -13,7 +13,9 @@ import sys
 import typer
 
 from mixagent import __version__
+from mixagent.cli import cpt as cpt_cli
 from mixagent.cli import data as data_cli
+from mixagent.cli import policies as policies_cli
 from mixagent.cli import proxy as proxy_cli
 from mixagent.cli import trajectories as trajectories_cli
 from mixagent.errors import MixagentError
@@ -30,10 +32,15 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.command("train")(policies_cli.train)
+app.command("train-online")(policies_cli.train_online_cmd)
+app.add_typer(policies_cli.policy_app, name="policy")
 app.command("pretrain")(proxy_cli.pretrain)
 app.add_typer(proxy_cli.env_app, name="env")
 app.command("collect")(trajectories_cli.collect)
 app.add_typer(trajectories_cli.app, name="trajectories")
+app.command("pretrain-model")(cpt_cli.pretrain_model_cmd)
+app.command("cpt")(cpt_cli.cpt_cmd)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,230 @@
+"""The decision logic of a CPT run: evaluate, observe, ask the policy, schedule the weights.
+
+:class:`MixtureController` is the part of the run that is not the Trainer: the callback
+(:mod:`mixagent.cpt.callback`) only tells it *when*. It builds the policy's observation with the
+environment's own functions (:func:`~mixagent.envs.observation.make_observation`,
+:func:`~mixagent.envs.scoring.score`) from the same quantities the environment uses — per-domain
+held-out losses now, at the base (step 0) and at the previous decision, the weights of the last
+interval, progress = decisions made / decisions in the run — so a policy trained on the proxy
+environment sees the same numbers here.
+
+In a multi-process run only rank 0 evaluates and asks the policy; the weights, losses and task
+metrics go to every rank in one tensor broadcast (no pickling), and every rank then derives the
+same observation, scores and schedule from them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixagent.cpt.dataset import replay, schedule_of
+from mixagent.cpt.state import Decision, MixtureState
+from mixagent.data.sampler import MixtureSampler
+from mixagent.envs.observation import make_observation
+from mixagent.envs.scoring import Scores, score
+from mixagent.envs.spec import ObservationSpec, RewardSpec
+from mixagent.policies.base import DomainSpace, MixingPolicy
+from mixagent.proxy.evaluation import Evaluator
+from mixagent.proxy.runtime import thread_scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecisionPlan:
+    """When decisions happen and from which sample their weights apply."""
+
+    max_steps: int
+    reweight_every: int
+    samples_per_step: int
+    lead_steps: int
+
+    @property
+    def num_decisions(self) -> int:
+        return math.ceil(self.max_steps / self.reweight_every)
+
+    def is_decision_step(self, step: int) -> bool:
+        return step < self.max_steps and step % self.reweight_every == 0
+
+    def start_sample(self, step: int) -> int:
+        """Step 0 decides before any sample is drawn; later decisions apply ``lead_steps`` ahead,
+        past what the data loader may already have prefetched."""
+        return 0 if step == 0 else (step + self.lead_steps) * self.samples_per_step
+
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class MixtureController:
+    """Owns the sampler's schedule, the policy and the mixture state of one run."""
+
+    def __init__(self, *, sampler: MixtureSampler, policy: MixingPolicy, space: DomainSpace,
+                 plan: DecisionPlan, reward: RewardSpec, observation: ObservationSpec,
+                 evaluator_factory: Any, task_keys: list[tuple[str, str]], policy_seed: int,
+                 policy_name: str):
+        self.sampler = sampler
+        self.policy = policy
+        self.space = space
+        self.plan = plan
+        self.reward = reward
+        self.obs_spec = observation
+        self._evaluator_factory = evaluator_factory
+        self._evaluator: Evaluator | None = None
+        self.task_keys = task_keys  # (task, metric) pairs, in broadcast order
+        self.policy_seed = policy_seed
+        self.is_target = space.is_target
+        self.state = MixtureState(domains=list(space.names), seed=sampler.seed,
+                                  seq_len=sampler.seq_len, samples_per_step=plan.samples_per_step,
+                                  policy=policy_name)
+        self.policy.reset(space, policy_seed)
+        self.decision_seconds = 0.0  # policy + observation + broadcast (not evaluation)
+        self.eval_seconds = 0.0
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = self._evaluator_factory()
+        return self._evaluator
+
+    def decide(self, step: int, model: torch.nn.Module, device: torch.device,
+               train_loss: float | None) -> Decision:
+        """Evaluate (rank 0), ask the policy (rank 0), share, and schedule on every rank."""
+        rank, world = _rank_world()
+        k = self.space.num_domains
+        first = self.state.base_losses is None
+        t_eval = 0.0
+        packed = torch.zeros(2 * k + len(self.task_keys), dtype=torch.float64)
+        if rank == 0:
+            t0 = time.perf_counter()
+            result = self.evaluator()(model)
+            t_eval = time.perf_counter() - t0
+            losses, tasks = result.losses, result.tasks
+            t1 = time.perf_counter()
+            if first:
+                self._set_base(losses, tasks)
+            obs, _ = self._observe(losses, tasks)
+            # one thread: a policy network is tiny, and torch's thread pool contending with
+            # the training threads made one act() ~100x slower (180 ms vs 1.2 ms measured)
+            with thread_scope(1):
+                if train_loss is not None and math.isfinite(train_loss):
+                    self.policy.feedback(train_loss=train_loss)
+                w = self.policy.act(obs)
+            packed[:k] = torch.from_numpy(np.asarray(w, dtype=np.float64))
+            packed[k : 2 * k] = torch.from_numpy(np.asarray(losses, dtype=np.float64))
+            for i, (t, m) in enumerate(self.task_keys):
+                packed[2 * k + i] = tasks[t][m]
+            t_policy = time.perf_counter() - t1
+        else:
+            t1, t_policy = time.perf_counter(), 0.0
+        if world > 1:
+            t2 = time.perf_counter()
+            buf = packed.to(device)
+            torch.distributed.broadcast(buf, src=0)
+            packed = buf.cpu()
+            t_policy += time.perf_counter() - t2
+        w = packed[:k].numpy().copy()
+        losses = packed[k : 2 * k].numpy().copy()
+        tasks: dict[str, dict[str, float]] = {}
+        for i, (t, m) in enumerate(self.task_keys):
+            tasks.setdefault(t, {})[m] = float(packed[2 * k + i])
+        if rank != 0 and first:
+            self._set_base(losses, tasks)
+        t3 = time.perf_counter()
+        obs, scores = self._observe(losses, tasks)
+        start = self.plan.start_sample(step)
+        if start < self.sampler.position:
+            raise RuntimeError(
+                f"the data loader has already drawn sample {self.sampler.position}, past sample {start} "
+                f"where the weights decided at step {step} should start; raise lead_steps (now "
+                f"{self.plan.lead_steps}) to cover the loader's prefetching")
+        self.sampler.set_weights(w, start=start)
+        dec = Decision(step=step, start_sample=start,
+                       observation={"domains": obs["domains"].tolist(), "global": obs["global"].tolist()},
+                       train_loss=None if train_loss is None or not math.isfinite(train_loss) else float(train_loss),
+                       weights=[float(x) for x in w], losses=[float(x) for x in losses], tasks=tasks,
+                       scores={"source": scores.source, "target": scores.target, "balanced": scores.balanced},
+                       decision_seconds=t_policy + time.perf_counter() - t3, eval_seconds=t_eval)
+        self.state.decisions.append(dec)
+        self.decision_seconds += dec.decision_seconds
+        self.eval_seconds += t_eval
+        return dec
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        """A final evaluation on rank 0 (losses, tasks, scores against the base)."""
+        t0 = time.perf_counter()
+        result = self.evaluator()(model)
+        self.eval_seconds += time.perf_counter() - t0
+        s = self._score(result.losses, result.tasks)
+        return {"losses": dict(zip(self.space.names, (float(x) for x in result.losses), strict=True)),
+                "tasks": result.tasks,
+                "scores": {"source": s.source, "target": s.target, "balanced": s.balanced},
+                "terms": dict(s.terms)}
+
+    # -- observation (the environment's definition) ---------------------------------------------
+    def _set_base(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> None:
+        self.state.base_losses = [float(x) for x in losses]
+        self.state.base_tasks = {t: dict(m) for t, m in tasks.items()}
+
+    def _score(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> Scores:
+        assert self.state.base_losses is not None
+        return score(np.asarray(losses), tasks, np.asarray(self.state.base_losses),
+                     self.state.base_tasks, self.is_target, self.reward)
+
+    def _observe(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]
+                 ) -> tuple[dict[str, np.ndarray], Scores]:
+        assert self.state.base_losses is not None
+        base = np.asarray(self.state.base_losses)
+        decs = self.state.decisions
+        weights = np.asarray(decs[-1].weights) if decs else np.zeros(self.space.num_domains)
+        prev = np.asarray(decs[-1].losses) if decs else base
+        s = self._score(losses, tasks)
+        o = self.obs_spec
+        obs = make_observation(weights, np.asarray(losses, dtype=np.float64), base, prev,
+                               self.is_target.astype(np.float32), len(decs) / self.plan.num_decisions,
+                               s.source, s.target, s.balanced, o.loss_max, o.score_max)
+        return obs, s
+
+    # -- state ---------------------------------------------------------------------------------------
+    def capture(self, global_step: int) -> MixtureState:
+        """The state at a checkpoint after ``global_step`` optimizer steps."""
+        self.state.schedule = schedule_of(self.sampler)
+        self.state.global_step = int(global_step)
+        self.state.consumed = int(global_step) * self.plan.samples_per_step
+        return self.state
+
+    def restore(self, saved: MixtureState, where: str) -> None:
+        """Continue a saved run: replay the sampler to the consumed samples and the policy
+        through its recorded decisions (see :mod:`mixagent.cpt.state`)."""
+        saved.check_compatible(self.state, where)
+        if self.sampler.position != 0:
+            raise RuntimeError("restore() needs a sampler that has not drawn yet")
+        replay(self.sampler, [(s, w) for s, w in saved.schedule], saved.consumed)
+        self.policy.reset(self.space, self.policy_seed)
+        for i, dec in enumerate(saved.decisions):
+            obs = {k: np.asarray(v, dtype=np.float32) for k, v in dec.observation.items()}
+            with thread_scope(1):
+                if dec.train_loss is not None:
+                    self.policy.feedback(train_loss=dec.train_loss)
+                w = self.policy.act(obs)
+            if not np.allclose(w, dec.weights, atol=1e-6):
+                log.warning("policy replay: decision %d (step %d) gives %s, the run recorded %s; the "
+                            "policy is not deterministic, so its online state may differ from the "
+                            "original run's (the recorded schedule is kept)", i, dec.step,
+                            np.round(w, 4).tolist(), np.round(dec.weights, 4).tolist())
+        if saved.policy != self.state.policy:
+            log.warning("resuming with policy %s; the checkpoint was written under %s (the decisions "
+                        "so far stay as recorded)", self.state.policy, saved.policy)
+        saved.policy = self.state.policy
+        self.state = saved
+        log.info("resumed mixture at step %d: %d samples consumed, %d decisions replayed",
+                 saved.global_step, saved.consumed, len(saved.decisions))

@@ -1,0 +1,409 @@
+"""The one protocol for everything that sets domain weights: :class:`MixingPolicy`.
+
+A fixed mixture, an online heuristic from the literature and a learned agent look the same to a
+caller (stable-baselines3's lesson: one surface across very different algorithms)::
+
+    policy.reset(space, seed)            # a new run on a domain space
+    w = policy.act(obs)                  # observation -> weights on the simplex (float64, K)
+    policy.feedback(train_loss=...)      # optional training signal between decisions
+    policy.save(dir); load_policy(dir)   # config.json (+ model.safetensors) + README.md
+
+``obs`` is the environment's observation (:mod:`mixagent.envs.observation`): the proxy env, the
+evaluation runner and the production CPT callback all build it the same way, so a policy runs
+unchanged in all three. The domain space is passed at ``reset`` and never baked into the object,
+so one policy instance can be reset onto spaces of different sizes.
+
+Policies are found by a ``kind`` string (the registry below, keyed like ``config.json``'s
+``kind``) and by spec strings: ``baseline:NAME[?k=v&k=v]`` (``baseline:fixed_ratio?source=0.3``)
+or ``policy:DIR`` (a saved policy directory).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import parse_qsl
+
+import numpy as np
+from pydantic import ValidationError
+
+from mixagent.config import StrictModel, format_validation_error
+from mixagent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+POLICY_FORMAT = "mixagent.policy/1"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+Role = Literal["source", "target"]
+
+
+@dataclass(frozen=True)
+class DomainSpace:
+    """The domains a policy assigns weights to, in action order, with what a policy may know.
+
+    ``roles`` says which field each domain serves in this CPT scenario (``source``: retain,
+    ``target``: learn); ``train_tokens`` lets static baselines weight by data size.
+    """
+
+    names: tuple[str, ...]
+    fields: tuple[str, ...]
+    roles: tuple[Role, ...]
+    train_tokens: tuple[int, ...]
+    name: str = ""  # e.g. the env spec's name, recorded in policy provenance
+
+    def __post_init__(self) -> None:
+        k = len(self.names)
+        if k == 0:
+            raise ConfigError("a domain space needs at least one domain")
+        for attr in ("fields", "roles", "train_tokens"):
+            if len(getattr(self, attr)) != k:
+                raise ConfigError(f"domain space: {attr} has {len(getattr(self, attr))} entries, "
+                                  f"expected {k} (one per domain)")
+        bad = [r for r in self.roles if r not in ("source", "target")]
+        if bad:
+            raise ConfigError(f"domain space: roles must be 'source' or 'target', got {bad}")
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.names)
+
+    @property
+    def is_target(self) -> np.ndarray:
+        return np.array([r == "target" for r in self.roles], dtype=bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "names": list(self.names), "fields": list(self.fields),
+                "roles": list(self.roles), "train_tokens": [int(t) for t in self.train_tokens]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DomainSpace:
+        return cls(tuple(d["names"]), tuple(d["fields"]), tuple(d["roles"]),
+                   tuple(int(t) for t in d["train_tokens"]), str(d.get("name", "")))
+
+    @classmethod
+    def from_env(cls, env: Any) -> DomainSpace:
+        """The space of a :class:`~mixagent.envs.proxy_env.ProxyCPTEnv` (or a wrapper of one)."""
+        env = getattr(env, "unwrapped", env)
+        resolved = env.resolved
+        data = resolved.data
+        names = tuple(resolved.domains)
+        return cls(names, tuple(resolved.field_of(d) for d in names),
+                   tuple("target" if t else "source" for t in resolved.is_target),
+                   tuple(int(data.domain(d).train_tokens) for d in names),
+                   resolved.spec.name)
+
+    @classmethod
+    def synthetic(cls, num_domains: int, num_target: int | None = None, seed: int = 0) -> DomainSpace:
+        """A made-up space (tests, benchmarks): the first ``num_target`` domains are targets."""
+        nt = max(1, num_domains // 2) if num_target is None else num_target
+        rng = np.random.default_rng(seed)
+        roles = tuple("target" if i < nt else "source" for i in range(num_domains))
+        return cls(tuple(f"{'math' if r == 'target' else 'prose'}/d{i}" for i, r in enumerate(roles)),
+                   tuple("math" if r == "target" else "prose" for r in roles), roles,
+                   tuple(int(x) for x in rng.integers(1_000, 100_000, num_domains)),
+                   f"synthetic-{num_domains}")
+
+
+def check_weights(w: np.ndarray, k: int, who: str) -> np.ndarray:
+    """Assert a policy's output is on the simplex (a bug, not user error, if not)."""
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
+        raise RuntimeError(f"{who} produced invalid weights {w!r} for {k} domains")
+    return w
+
+
+P = TypeVar("P", bound=StrictModel)
+
+
+class MixingPolicy(ABC):
+    """Anything that sets domain weights. Subclasses set ``kind`` and ``Params``.
+
+    ``Params`` (a pydantic :class:`~mixagent.config.StrictModel`) holds everything that defines
+    the policy apart from learned tensors; it is what ``config.json`` stores under ``params``.
+    Run state (the domain space, online estimates, history) lives in attributes that ``reset``
+    rebuilds, so a saved policy never carries one run's state into another.
+    """
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[StrictModel]]
+
+    def __init__(self, params: StrictModel | None = None, **kwargs: Any):
+        if params is None:
+            params = _validate(self.Params, kwargs, f"{self.kind} parameters")
+        elif kwargs:
+            raise TypeError("pass either params or keyword arguments, not both")
+        self.params = params
+        self.space: DomainSpace | None = None
+        self.seed: int = 0
+        self.provenance: dict[str, Any] = {}
+
+    # -- the protocol ----------------------------------------------------------------------------
+    def reset(self, space: DomainSpace, seed: int | None = None) -> None:
+        """Start a new run on ``space``; ``seed`` fixes any randomness of the policy."""
+        self.space = space
+        self.seed = 0 if seed is None else int(seed)
+        self._reset()
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Domain weights for the next re-weighting step (float64, non-negative, sum 1)."""
+        if self.space is None:
+            raise RuntimeError(f"{type(self).__name__}.act() before reset(space, seed)")
+        dom = np.asarray(obs["domains"])
+        k = self.space.num_domains
+        if dom.shape[0] != k:
+            raise ConfigError(f"observation has {dom.shape[0]} domains but the policy was reset on "
+                              f"{k}; call reset() with the environment's domain space")
+        return check_weights(self._act(obs), k, type(self).__name__)
+
+    def feedback(self, *, train_loss: float | None = None,  # noqa: B027 - optional hook
+                 domain_train_losses: np.ndarray | None = None) -> None:
+        """Training signal of the step just taken (mean loss; per-domain losses if the trainer has
+        them). Ignored by policies that only read observations."""
+
+    # -- to implement ----------------------------------------------------------------------------
+    def _reset(self) -> None:  # noqa: B027 - optional hook
+        """Rebuild run state after ``self.space`` / ``self.seed`` are set."""
+
+    @abstractmethod
+    def _act(self, obs: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The ``config.json`` content (subclasses with tensors add architecture details)."""
+        return {"format": POLICY_FORMAT, "kind": self.kind,
+                "params": self.params.model_dump(mode="json"), "provenance": self.provenance}
+
+    def tensors(self) -> dict[str, Any]:
+        """Learned tensors to store in ``model.safetensors`` (none for rule-based policies)."""
+        return {}
+
+    def save(self, path: str | Path, card: str | None = None) -> Path:
+        """Write the policy directory (atomically); returns its path."""
+        from mixagent.policies.format import save_policy_dir
+
+        return save_policy_dir(self, Path(path), card)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], tensors: Mapping[str, Any]) -> MixingPolicy:
+        """Rebuild from ``config.json`` content and loaded tensors (inverse of :meth:`save`)."""
+        p = cls(_validate(cls.Params, dict(config.get("params", {})), f"{cls.kind} params"))
+        p.provenance = dict(config.get("provenance", {}))
+        return p
+
+    def describe(self) -> str:
+        """A one-line description for tables and logs: the kind and its non-default parameters."""
+        default = type(self.params)().model_dump() if _constructible(type(self.params)) else {}
+        args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in self.params.model_dump().items()
+                         if not isinstance(v, dict | list) and default.get(k, object()) != v)
+        return f"{self.kind}({args})" if args else self.kind
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+def _constructible(cls: type[StrictModel]) -> bool:
+    try:
+        cls()
+    except ValidationError:
+        return False
+    return True
+
+
+def _validate(cls: type[P], data: Mapping[str, Any], where: str) -> P:
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+# -- registry ------------------------------------------------------------------------------------
+_KINDS: dict[str, type[MixingPolicy]] = {}
+#: modules that register kinds when imported (kept lazy: the agent imports torch)
+_MODULES = ("mixagent.policies.static", "mixagent.policies.online", "mixagent.policies.regmix",
+            "mixagent.policies.agent")
+T = TypeVar("T", bound=type[MixingPolicy])
+
+
+def register_policy(cls: T) -> T:
+    """Class decorator: make ``cls.kind`` loadable from ``config.json`` and spec strings."""
+    other = _KINDS.get(cls.kind)
+    if other is not None and other is not cls:
+        raise ValueError(f"policy kind {cls.kind!r} is registered twice ({other} and {cls})")
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def policy_kinds() -> dict[str, type[MixingPolicy]]:
+    """Every registered kind (importing the built-in policy modules first)."""
+    import importlib
+
+    for mod in _MODULES:
+        importlib.import_module(mod)
+    return dict(_KINDS)
+
+
+def policy_class(kind: str) -> type[MixingPolicy]:
+    kinds = _KINDS if kind in _KINDS else policy_kinds()
+    if kind not in kinds:
+        raise ConfigError(f"unknown policy kind {kind!r}; known: {', '.join(sorted(kinds))}")
+    return kinds[kind]
+
+
+def load_policy(path: str | Path) -> MixingPolicy:
+    """Load a policy directory written by :meth:`MixingPolicy.save` (safetensors, never pickle)."""
+    from mixagent.policies.format import load_policy_dir
+
+    return load_policy_dir(Path(path))
+
+
+#: baselines resolvable as ``baseline:NAME`` (learned agents are loaded with ``policy:DIR``)
+BASELINES: tuple[str, ...] = ("uniform", "tokens", "target_only", "fixed_ratio", "doremi", "odm",
+                              "velocitune", "regmix")
+
+
+def _coerce(value: str) -> Any:
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(value)
+        except ValueError:
+            pass
+    if "," in value:
+        return [_coerce(v) for v in value.split(",")]
+    return value
+
+
+def resolve_policy(spec: str | MixingPolicy) -> MixingPolicy:
+    """A policy from ``baseline:NAME[?k=v&...]``, ``policy:DIR``, a bare baseline name or a
+    directory path; an instance is returned as is."""
+    if isinstance(spec, MixingPolicy):
+        return spec
+    text = spec.strip()
+    scheme, sep, rest = text.partition(":")
+    if not sep:
+        scheme, rest = ("policy", text) if Path(text).is_dir() else ("baseline", text)
+    if scheme == "policy":
+        return load_policy(rest)
+    if scheme != "baseline":
+        raise ConfigError(f"policy spec {spec!r}: use 'baseline:NAME[?key=value&...]' (NAME one of "
+                          f"{', '.join(BASELINES)}) or 'policy:DIR'")
+    name, _, query = rest.partition("?")
+    name = name.strip()
+    if name not in BASELINES:
+        raise ConfigError(f"policy spec {spec!r}: unknown baseline {name!r}; choose from "
+                          f"{', '.join(BASELINES)}")
+    kwargs = {k: _coerce(v) for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
+    if query and not kwargs:
+        raise ConfigError(f"policy spec {spec!r}: parameters must look like '?key=value&key=value'")
+    return policy_class(name)(**kwargs)
+
+
+@dataclass
+class StepRecord:
+    """One decision of a policy in an episode, and what the environment reported after it."""
+
+    step: int
+    weights: np.ndarray
+    reward: float
+    scores: dict[str, float]
+    losses: np.ndarray
+    train_loss: float
+    wall_time: float
+    decision_time: float
+
+
+@dataclass
+class EpisodeResult:
+    """A policy's episode: per-step records plus the final scores (the return is scale × the
+    final balanced score)."""
+
+    policy: str
+    seed: int
+    steps: list[StepRecord] = field(default_factory=list)
+    observations: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def total_reward(self) -> float:
+        return float(sum(s.reward for s in self.steps))
+
+    @property
+    def final_scores(self) -> dict[str, float]:
+        return dict(self.steps[-1].scores) if self.steps else {"source": 0.0, "target": 0.0,
+                                                                 "balanced": 0.0}
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.stack([s.weights for s in self.steps])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "seed": self.seed, "return": self.total_reward,
+                "final_scores": self.final_scores,
+                "steps": [{"step": s.step, "weights": s.weights.tolist(), "reward": s.reward,
+                           "scores": s.scores, "train_loss": s.train_loss,
+                           "wall_time": s.wall_time, "decision_time": s.decision_time}
+                          for s in self.steps]}
+
+
+def run_episode(policy: MixingPolicy, env: Any, seed: int, *,
+                space: DomainSpace | None = None, policy_seed: int | None = None,
+                keep_observations: bool = False,
+                on_step: Callable[[StepRecord], None] | None = None) -> EpisodeResult:
+    """Run ``policy`` through one episode of a :class:`ProxyCPTEnv` with exact weights.
+
+    ``env.reset(seed=seed)`` fixes the data order, so every policy evaluated with the same seed
+    sees the same data stream; ``policy_seed`` (default ``seed``) seeds the policy. Weights are
+    applied with ``step_weights`` (no action map, no floor), and each step's training loss is
+    fed back to the policy. Evaluation and the CPT integration reuse this loop's order:
+    ``act`` → train → ``feedback`` → observe.
+    """
+    import time
+
+    base = getattr(env, "unwrapped", env)
+    space = space or DomainSpace.from_env(base)
+    policy.reset(space, seed if policy_seed is None else policy_seed)
+    obs, _ = base.reset(seed=seed)
+    result = EpisodeResult(policy=policy.describe(), seed=seed)
+    if keep_observations:
+        result.observations.append(obs)
+    done = False
+    while not done:
+        t0 = time.perf_counter()
+        w = policy.act(obs)
+        dt = time.perf_counter() - t0
+        obs, reward, terminated, truncated, info = base.step_weights(w)
+        policy.feedback(train_loss=float(info["train_loss"]))
+        rec = StepRecord(int(info["step"]), np.asarray(info["weights"], dtype=np.float64),
+                         float(reward), dict(info["scores"]), np.asarray(info["losses"]),
+                         float(info["train_loss"]), float(info["wall_time"]), dt)
+        result.steps.append(rec)
+        if keep_observations:
+            result.observations.append(obs)
+        if on_step is not None:
+            on_step(rec)
+        done = terminated or truncated
+    return result
+
+
+def evaluate_policies(policies: Sequence[MixingPolicy], env: Any, seeds: Sequence[int], *,
+                      progress: bool | None = None) -> dict[str, list[EpisodeResult]]:
+    """Every policy on every seed (same env seeds for all), sequentially in this process."""
+    from tqdm.auto import tqdm
+
+    out: dict[str, list[EpisodeResult]] = {}
+    disable = None if progress is None else not progress
+    with tqdm(total=len(policies) * len(seeds), desc="evaluating", unit="episode",
+              disable=disable) as bar:
+        for p in policies:
+            key = p.describe()
+            for s in seeds:
+                out.setdefault(key, []).append(run_episode(p, env, s))
+                bar.update(1)
+    return out

@@ -1,0 +1,138 @@
+"""The learned agent's state: the observation plus a short history, as per-domain and global inputs.
+
+One function (:func:`build_features`) turns a window of the last ``history`` environment
+observations into the network's inputs. The agent at run time (a rolling :class:`History`), the
+offline trainer (every prefix of a stored episode) and the online trainer (the
+:class:`FeatureWrapper` around the env) all call it, so a policy sees the same numbers in
+training, evaluation and production.
+
+Inputs are made comparable across domain spaces, which is what lets a policy act on a space
+of another size: weights enter as ``weight·K`` (1 = a uniform share, whatever K is) and loss
+changes as *relative* changes, so domains with different loss levels read alike.
+
+Per-domain inputs (``DOMAIN_INPUTS`` then, per lag ``j``, ``weight_rel_lagj`` and
+``rel_change_step_lagj``) and global inputs (``GLOBAL_INPUTS`` then, per lag, the source share
+and the source/target scores of ``j`` steps ago). Before the first step a lag is all zeros —
+exactly what the environment shows after ``reset`` (weights 0, no change).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from pydantic import Field
+
+from mixagent.config import StrictModel
+
+DOMAIN_INPUTS: tuple[str, ...] = ("weight_rel", "loss", "rel_change_base", "rel_change_step",
+                                  "is_target")
+GLOBAL_INPUTS: tuple[str, ...] = ("progress", "source_score", "target_score", "balanced_score",
+                                  "source_share")
+IS_TARGET_COLUMN = DOMAIN_INPUTS.index("is_target")
+LAG_DOMAIN = ("weight_rel", "rel_change_step")
+LAG_GLOBAL = ("source_share", "source_score", "target_score")
+
+
+class FeatureSpec(StrictModel):
+    """How the agent's state is built from observations."""
+
+    history: int = Field(default=3, ge=1, le=16,
+                         description="observations in the state: the current one and history-1 past")
+
+
+def domain_input_names(spec: FeatureSpec) -> list[str]:
+    return [*DOMAIN_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_DOMAIN)]
+
+
+def global_input_names(spec: FeatureSpec) -> list[str]:
+    return [*GLOBAL_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_GLOBAL)]
+
+
+def _step_features(obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-domain (weight_rel, loss, rel_change_base, rel_change_step, is_target) and global
+    (progress, scores..., source_share) of one observation."""
+    dom = np.asarray(obs["domains"], dtype=np.float64)
+    glob = np.asarray(obs["global"], dtype=np.float64)
+    k = dom.shape[0]
+    w, loss, d_base, d_step, tgt = dom[:, 0], dom[:, 1], dom[:, 2], dom[:, 3], dom[:, 4]
+    base = np.maximum(loss - d_base, 1e-6)
+    prev = np.maximum(loss - d_step, 1e-6)
+    d = np.stack([w * k, loss, d_base / base, d_step / prev, tgt], axis=1)
+    share = float(w[tgt < 0.5].sum())
+    g = np.concatenate([glob[:4], [share]])
+    return d, g
+
+
+def build_features(window: Sequence[Mapping[str, np.ndarray]], spec: FeatureSpec
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs from the last observations (oldest first, the current one last); float32."""
+    cur_d, cur_g = _step_features(window[-1])
+    k = cur_d.shape[0]
+    dom = [cur_d]
+    glob = [cur_g]
+    for j in range(1, spec.history):
+        if j < len(window):
+            d, g = _step_features(window[-1 - j])
+            dom.append(d[:, [0, 3]])
+            glob.append(g[[4, 1, 2]])
+        else:
+            dom.append(np.zeros((k, len(LAG_DOMAIN))))
+            glob.append(np.zeros(len(LAG_GLOBAL)))
+    return (np.concatenate(dom, axis=1).astype(np.float32),
+            np.concatenate(glob).astype(np.float32))
+
+
+def episode_features(observations: Sequence[Mapping[str, np.ndarray]], spec: FeatureSpec
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs at every observation of an episode: ``(T+1, K, Fd)`` and ``(T+1, G)``."""
+    doms, globs = [], []
+    for t in range(len(observations)):
+        d, g = build_features(observations[max(0, t - spec.history + 1) : t + 1], spec)
+        doms.append(d)
+        globs.append(g)
+    return np.stack(doms), np.stack(globs)
+
+
+class History:
+    """The rolling window a running agent keeps between decisions."""
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self._obs: deque[Mapping[str, np.ndarray]] = deque(maxlen=spec.history)
+
+    def reset(self) -> None:
+        self._obs.clear()
+
+    def push(self, obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Add the newest observation and return the inputs for the decision it prompts."""
+        self._obs.append({k: np.array(v, copy=True) for k, v in obs.items()})
+        return build_features(list(self._obs), self.spec)
+
+
+class FeatureWrapper(gym.ObservationWrapper):
+    """An env whose observations are the agent's inputs: ``Dict(domains=Box(K, Fd),
+    global=Box(G))``. Used for online RL, so SB3 trains on exactly what the exported agent sees."""
+
+    def __init__(self, env: gym.Env, spec: FeatureSpec):
+        super().__init__(env)
+        self.feature_spec = spec
+        self.history = History(spec)
+        k = env.observation_space["domains"].shape[0]
+        fd, fg = len(domain_input_names(spec)), len(global_input_names(spec))
+        big = np.float32(1e6)
+        self.observation_space = gym.spaces.Dict({
+            "domains": gym.spaces.Box(-big, big, (k, fd), np.float32),
+            "global": gym.spaces.Box(-big, big, (fg,), np.float32),
+        })
+
+    def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self.history.reset()
+        return super().reset(**kwargs)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        d, g = self.history.push(observation)
+        return {"domains": d, "global": g}

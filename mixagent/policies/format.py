@@ -1,0 +1,133 @@
+"""The policy format: a directory with ``config.json`` + ``model.safetensors`` + ``README.md``.
+
+* ``config.json`` — ``format`` (``mixagent.policy/1``), ``kind`` (the registry key),
+  ``params`` (the policy's typed parameters), for learned policies ``architecture`` and
+  ``normalization`` (observation statistics), and ``provenance``: training data, domain spaces
+  trained on, algorithm, hyper-parameters, compute spent, evaluated scores.
+* ``model.safetensors`` — learned tensors only (absent for rule-based policies). Loading goes
+  through ``safetensors`` and ``json``; nothing is ever unpickled, so a policy directory from
+  someone else is safe to open.
+* ``README.md`` — a card generated from the config (what it is, what it was trained on, scores).
+
+Directories are written atomically (temporary sibling, then rename), replacing an older one;
+other entries of the directory (training's ``checkpoints/``, ``history.json``) are carried over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mixagent.errors import ConfigError
+from mixagent.policies.base import CARD_NAME, CONFIG_NAME, POLICY_FORMAT, MixingPolicy, policy_class
+from mixagent.utils.io import atomic_directory
+
+MODEL_NAME = "model.safetensors"
+POLICY_FILES = (CONFIG_NAME, MODEL_NAME, CARD_NAME)
+#: what training writes beside a policy; kept when the policy is saved again
+TRAINING_FILES = ("checkpoints", "history.json", "evaluation.json")
+
+
+def save_policy_dir(policy: MixingPolicy, path: Path, card: str | None = None) -> Path:
+    """Write ``policy`` to ``path`` (replacing an existing policy directory there)."""
+    config = policy.config()
+    tensors = policy.tensors()
+    extra = [p for p in path.iterdir() if p.name not in POLICY_FILES] if path.is_dir() else []
+    if extra and not (path / CONFIG_NAME).is_file() and not all(p.name in TRAINING_FILES for p in extra):
+        raise ConfigError(f"{path}: exists and is not a policy directory; choose another --out")
+    with atomic_directory(path, replace=True) as tmp:
+        for p in extra:  # keep what training wrote beside the policy (checkpoints, history)
+            os.replace(p, tmp / p.name)
+        if tensors:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      str(tmp / MODEL_NAME), metadata={"format": POLICY_FORMAT, "kind": policy.kind})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_NAME).write_text(card if card is not None else render_card(config),
+                                     encoding="utf-8")
+    return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a policy directory, checked for format and kind."""
+    cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise ConfigError(f"{path}: not a policy directory (no {CONFIG_NAME}); policies are written "
+                          "by 'mixagent train' or MixingPolicy.save()")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{cfg_path}: not valid JSON: {err}") from None
+    if not isinstance(config, dict) or config.get("format") != POLICY_FORMAT:
+        raise ConfigError(f"{cfg_path}: format is {config.get('format') if isinstance(config, dict) else None!r}, "
+                          f"expected {POLICY_FORMAT!r}")
+    if "kind" not in config:
+        raise ConfigError(f"{cfg_path}: has no 'kind'")
+    return config
+
+
+def load_policy_dir(path: Path) -> MixingPolicy:
+    """Rebuild a policy from its directory (json + safetensors only)."""
+    config = read_config(path)
+    cls = policy_class(str(config["kind"]))
+    tensors: dict[str, Any] = {}
+    model = path / MODEL_NAME
+    if model.is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(model))
+    return cls.from_config(config, tensors)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v) if len(v) <= 8 else f"{len(v)} values"
+    return str(v)
+
+
+def render_card(config: dict[str, Any]) -> str:
+    """A Markdown card from ``config.json``: every number in it comes from the config."""
+    prov = config.get("provenance", {})
+    lines = [f"# {prov.get('name') or config['kind']}", "",
+             f"A mixagent mixing policy of kind `{config['kind']}` ({POLICY_FORMAT}). Load it with "
+             "`mixagent.policies.load_policy(DIR)` or pass `policy:DIR` wherever a policy is "
+             "accepted; `mixagent policy info DIR` prints this summary.", ""]
+    if prov.get("description"):
+        lines += [prov["description"], ""]
+    lines += ["## Parameters", ""]
+    lines += [f"- `{k}`: {_fmt(v)}" for k, v in config.get("params", {}).items()] or ["- none"]
+    if "architecture" in config:
+        lines += ["", "## Architecture", ""]
+        lines += [f"- `{k}`: {_fmt(v)}" for k, v in config["architecture"].items()]
+    spaces = prov.get("trained_on") or []
+    if spaces:
+        lines += ["", "## Trained on", ""]
+        for s in spaces:
+            roles = s.get("roles", [])
+            lines.append(f"- `{s.get('name') or 'unnamed'}`: {len(s.get('names', []))} domains "
+                         f"({roles.count('source')} source, {roles.count('target')} target)")
+    if prov.get("training"):
+        lines += ["", "## Training", ""]
+        lines += [f"- {k}: {_fmt(v)}" for k, v in prov["training"].items()]
+    if prov.get("compute"):
+        lines += ["", "## Compute", ""]
+        lines += [f"- {k}: {_fmt(v)}" for k, v in prov["compute"].items()]
+    evals = prov.get("evaluation")
+    if evals:
+        lines += ["", "## Evaluation", ""]
+        if evals.get("description"):
+            lines += [evals["description"], ""]
+        lines += ["| policy | balanced (mean ± std) | source | target | seeds |", "|---|---|---|---|---|"]
+        for row in evals.get("rows", []):
+            lines.append(f"| {row['policy']} | {row['balanced_mean']:+.5f} ± {row['balanced_std']:.5f}"
+                         f" | {row['source_mean']:+.5f} | {row['target_mean']:+.5f} | "
+                         f"{_fmt(row['seeds'])} |")
+    lines += ["", "---", "Generated from config.json by mixagent.policies.format.render_card.", ""]
+    return "\n".join(lines)

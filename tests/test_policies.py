@@ -1,0 +1,296 @@
+"""The policy conformance harness: every baseline and the agent obey the same contract.
+
+Simplex outputs, determinism given a seed, exact save/load round trips (json + safetensors), and
+acting on domain spaces of different sizes (K=4 and K'=7) with the same object. Plus the
+direction of each online rule, the spec strings, the format's refusal to unpickle, and the
+network's permutation equivariance. Synthetic observations (the env's ``make_observation``), no
+training: the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from mixagent.envs.observation import make_observation
+from mixagent.errors import ConfigError
+from mixagent.policies import (
+    ODM,
+    DomainSpace,
+    DoReMi,
+    FixedRatio,
+    MixingAgent,
+    MixingPolicy,
+    RegMix,
+    Velocitune,
+    fit_regmix,
+    load_policy,
+    resolve_policy,
+)
+from mixagent.policies.base import BASELINES, policy_kinds
+
+
+def _regmix() -> MixingPolicy:
+    space = DomainSpace.synthetic(4, 2)
+    rng = np.random.default_rng(0)
+    x = rng.dirichlet(np.ones(4), 40)
+    y = x[:, 0] * 0.1 - x[:, 3] * 0.05 + rng.normal(0, 1e-3, 40)
+    return fit_regmix(x, y, space, num_candidates=2000, top_k=16)
+
+
+FACTORIES: dict[str, Callable[[], MixingPolicy]] = {
+    "uniform": lambda: resolve_policy("baseline:uniform"),
+    "tokens": lambda: resolve_policy("baseline:tokens"),
+    "target_only": lambda: resolve_policy("baseline:target_only"),
+    "fixed_ratio": lambda: resolve_policy("baseline:fixed_ratio?source=0.3"),
+    "doremi": lambda: resolve_policy("baseline:doremi"),
+    "odm": lambda: resolve_policy("baseline:odm"),
+    "velocitune": lambda: resolve_policy("baseline:velocitune?eta=3"),
+    "regmix": _regmix,
+    "agent_pool": lambda: _agent("pool", deterministic=True),
+    "agent_attention_sampling": lambda: _agent("attention", deterministic=False),
+}
+
+
+def _agent(mixer: str, deterministic: bool) -> MixingAgent:
+    torch.manual_seed(0)
+    agent = MixingAgent(network={"mixer": mixer, "hidden": 16}, deterministic=deterministic)
+    # a random init has a zero output head (uniform weights); perturb it so outputs vary
+    with torch.no_grad():
+        for p in agent.network.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return agent
+
+
+def test_every_baseline_and_kind_is_covered():
+    assert set(BASELINES) <= set(FACTORIES)
+    assert set(policy_kinds()) <= {k.split("_")[0] if k.startswith("agent") else k for k in FACTORIES}
+
+
+def observations(space: DomainSpace, steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """A plausible observation sequence: targets improve, sources drift up (forgetting)."""
+    rng = np.random.default_rng(seed)
+    k = space.num_domains
+    tgt = space.is_target
+    base = rng.uniform(3.0, 6.0, k)
+    loss, w = base.copy(), np.zeros(k)
+    out = []
+    for t in range(steps):
+        prev = loss.copy()
+        if t:
+            loss = loss + np.where(tgt, -0.08, 0.03) * rng.uniform(0.5, 1.5, k)
+        glob = ((~tgt) * (base - loss) / base).sum() / (~tgt).sum(), (tgt * (base - loss) / base).sum() / tgt.sum()
+        out.append(make_observation(w, loss, base, prev, tgt.astype(np.float64), t / steps, glob[0], glob[1],
+                                    (glob[0] + glob[1]) / 2, 20.0, 1.0))
+        w = rng.dirichlet(np.ones(k))
+    return out
+
+
+def rollout(policy: MixingPolicy, space: DomainSpace, seed: int, steps: int = 5) -> np.ndarray:
+    policy.reset(space, seed)
+    ws = []
+    for obs in observations(space, steps, seed=123):
+        ws.append(policy.act(obs))
+        policy.feedback(train_loss=3.0)
+    return np.stack(ws)
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def make(request) -> Callable[[], MixingPolicy]:
+    return FACTORIES[request.param]
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_weights_are_on_the_simplex(make, k):
+    ws = rollout(make(), DomainSpace.synthetic(k, 2), seed=0)
+    assert ws.shape == (5, k)
+    assert np.isfinite(ws).all() and (ws >= 0).all()
+    np.testing.assert_allclose(ws.sum(1), 1.0, atol=1e-9)
+
+
+def test_same_seed_same_weights(make):
+    space = DomainSpace.synthetic(5, 2)
+    a, b = make(), make()
+    np.testing.assert_array_equal(rollout(a, space, seed=3), rollout(b, space, seed=3))
+    # the same instance, reset, repeats itself
+    np.testing.assert_array_equal(rollout(a, space, seed=3), rollout(a, space, seed=3))
+
+
+def test_save_load_round_trip(make, tmp_path):
+    space = DomainSpace.synthetic(6, 3)
+    p = make()
+    p.save(tmp_path / "p")
+    q = load_policy(tmp_path / "p")
+    assert type(q) is type(p) and q.kind == p.kind
+    np.testing.assert_array_equal(rollout(p, space, seed=1), rollout(q, space, seed=1))
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["kind"] == p.kind and cfg["format"] == "mixagent.policy/1"
+    assert (tmp_path / "p" / "README.md").is_file()
+
+
+def test_one_instance_acts_on_k_and_k_prime(make):
+    p = make()
+    w4 = rollout(p, DomainSpace.synthetic(4, 2), seed=0)
+    w7 = rollout(p, DomainSpace.synthetic(7, 3), seed=0)
+    assert w4.shape[1] == 4 and w7.shape[1] == 7
+
+
+def test_act_before_reset_and_wrong_k_are_errors():
+    p = resolve_policy("baseline:uniform")
+    obs = observations(DomainSpace.synthetic(4, 2), 1, 0)[0]
+    with pytest.raises(RuntimeError, match="reset"):
+        p.act(obs)
+    p.reset(DomainSpace.synthetic(5, 2), 0)
+    with pytest.raises(ConfigError, match="4 domains"):
+        p.act(obs)
+
+
+# -- what each static rule means ------------------------------------------------------------------
+def test_static_rules():
+    space = DomainSpace(("m/a", "m/b", "p/c", "p/d"), ("m", "m", "p", "p"),
+                        ("target", "target", "source", "source"), (100, 300, 200, 400))
+    obs = observations(space, 1, 0)[0]
+
+    def w(spec):
+        p = resolve_policy(spec)
+        p.reset(space, 0)
+        return p.act(obs)
+
+    np.testing.assert_allclose(w("baseline:uniform"), 0.25)
+    np.testing.assert_allclose(w("baseline:tokens"), [0.1, 0.3, 0.2, 0.4])
+    np.testing.assert_allclose(w("baseline:target_only"), [0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(w("baseline:fixed_ratio?source=0.2"), [0.4, 0.4, 0.1, 0.1])
+    np.testing.assert_allclose(w("baseline:fixed_ratio?source=0.2&within=tokens"),
+                               [0.2, 0.6, 0.2 / 3, 0.4 / 3])
+
+
+# -- direction of the online rules ---------------------------------------------------------------
+def _obs(loss, base, prev, tgt, t=0.5):
+    k = len(loss)
+    return make_observation(np.full(k, 1 / k), np.asarray(loss, float), np.asarray(base, float),
+                            np.asarray(prev, float), np.asarray(tgt, float), t, 0, 0, 0, 20, 1)
+
+
+SPACE4 = DomainSpace(("t/a", "t/b", "s/c", "s/d"), ("t", "t", "s", "s"),
+                     ("target", "target", "source", "source"), (1, 1, 1, 1))
+
+
+def test_doremi_upweights_domains_with_excess_loss_over_the_reference():
+    p = DoReMi()
+    p.reset(SPACE4, 0)
+    base = [5.0, 5.0, 4.0, 4.0]
+    w0 = p.act(_obs(base, base, base, [1, 1, 0, 0]))
+    np.testing.assert_allclose(w0, 0.25)
+    # domain 2 forgot (loss above the base), the others improved or held
+    for _ in range(3):
+        w = p.act(_obs([4.8, 4.9, 4.3, 4.0], base, base, [1, 1, 0, 0]))
+    assert w.argmax() == 2 and w[2] > 0.5
+    np.testing.assert_allclose(w[[0, 1, 3]], w[0], rtol=1e-9)  # no excess: equal
+
+
+def test_odm_upweights_high_loss_domains():
+    p = ODM()
+    p.reset(SPACE4, 0)
+    loss = [6.0, 3.0, 3.0, 3.0]
+    for _ in range(5):
+        w = p.act(_obs(loss, loss, loss, [1, 1, 0, 0]))
+    assert w.argmax() == 0 and w[0] > w[1] + 0.03
+    # per-domain training losses fed back take precedence over the observation
+    p.reset(SPACE4, 0)
+    for _ in range(5):
+        p.act(_obs(loss, loss, loss, [1, 1, 0, 0]))
+        p.feedback(train_loss=3.0, domain_train_losses=np.array([3.0, 3.0, 3.0, 6.0]))
+    w = p.act(_obs(loss, loss, loss, [1, 1, 0, 0]))
+    assert w[3] > w[1]
+
+
+def test_velocitune_upweights_slow_learners():
+    p = Velocitune()
+    p.reset(SPACE4, 0)
+    base = [5.0, 5.0, 4.0, 4.0]
+    p.act(_obs(base, base, base, [1, 1, 0, 0]))
+    # domain 0 reached its target loss (0.9·base), domain 1 is halfway, sources did not move
+    for _ in range(3):
+        w = p.act(_obs([4.5, 4.75, 4.0, 4.0], base, base, [1, 1, 0, 0]))
+    assert w[0] < w[1] < w[2]
+    assert abs(w[2] - w[3]) < 1e-9
+
+
+# -- spec strings and registry -------------------------------------------------------------------
+def test_spec_strings():
+    p = resolve_policy("baseline:fixed_ratio?source=0.3")
+    assert isinstance(p, FixedRatio) and p.params.source == 0.3
+    assert isinstance(resolve_policy("doremi"), DoReMi)
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        resolve_policy("baseline:nope")
+    with pytest.raises(ConfigError, match="source"):
+        resolve_policy("baseline:fixed_ratio?source=2")
+    with pytest.raises(ConfigError, match="fitted mixture"):
+        resolve_policy("baseline:regmix")
+    assert isinstance(resolve_policy("baseline:regmix?source_share=0.4"), RegMix)
+
+
+def test_policy_dir_spec_and_format_checks(tmp_path):
+    resolve_policy("baseline:odm?smoothing=0.5").save(tmp_path / "odm")
+    p = resolve_policy(f"policy:{tmp_path / 'odm'}")
+    assert isinstance(p, ODM) and p.params.smoothing == 0.5
+    with pytest.raises(ConfigError, match="not a policy directory"):
+        load_policy(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"format": "pickle", "kind": "agent"}))
+    with pytest.raises(ConfigError, match="format"):
+        load_policy(tmp_path / "bad")
+
+
+def test_agent_directory_holds_no_pickle(tmp_path):
+    _agent("pool", True).save(tmp_path / "a")
+    assert sorted(f.name for f in (tmp_path / "a").iterdir()) == ["README.md", "config.json",
+                                                                   "model.safetensors"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+
+
+def test_regmix_prefers_what_its_data_rewards():
+    p = _regmix()
+    w = np.array([p.params.weights[n] for n in DomainSpace.synthetic(4, 2).names])
+    assert w[0] > w[3]
+    assert p.provenance["fit"]["episodes"] == 40
+
+
+# -- the network ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mixer", ["pool", "attention"])
+def test_actor_and_critic_are_permutation_equivariant_and_k_agnostic(mixer):
+    from mixagent.policies.features import IS_TARGET_COLUMN
+    from mixagent.policies.network import ActorNet, CriticNet, NetworkConfig
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig(hidden=16, mixer=mixer)
+    actor = ActorNet(9, 11, cfg, IS_TARGET_COLUMN)
+    critic = CriticNet(9, 11, cfg, IS_TARGET_COLUMN, scale=3.0)
+    nn_params = dict(actor.named_parameters())
+    with torch.no_grad():
+        nn_params["head.weight"].normal_()
+    for k in (3, 8):
+        dom = torch.randn(2, k, 9)
+        dom[..., IS_TARGET_COLUMN] = (torch.arange(k) % 2).float()
+        glob = torch.randn(2, 11)
+        act = torch.rand(2, k) * 2 - 1
+        perm = torch.randperm(k)
+        mean, _ = actor(dom, glob)
+        mean_p, _ = actor(dom[:, perm], glob)
+        torch.testing.assert_close(mean[:, perm], mean_p, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(critic(dom, glob, act), critic(dom[:, perm], glob, act[:, perm]),
+                                   atol=1e-5, rtol=1e-5)
+    # padding: a K=3 space inside a K=5 batch gives the same outputs as unpadded
+    dom = torch.randn(1, 3, 9)
+    dom[..., IS_TARGET_COLUMN] = torch.tensor([1.0, 0.0, 0.0])
+    glob = torch.randn(1, 11)
+    padded = torch.cat([dom, torch.randn(1, 2, 9)], dim=1)
+    mask = torch.tensor([[True, True, True, False, False]])
+    torch.testing.assert_close(actor(dom, glob)[0], actor(padded, glob, mask)[0][:, :3], atol=1e-5, rtol=1e-5)
+    a = torch.rand(1, 3) * 2 - 1
+    a_pad = torch.cat([a, torch.zeros(1, 2)], dim=1)
+    torch.testing.assert_close(critic(dom, glob, a), critic(padded, glob, a_pad, mask), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,207 @@
+"""Training mixing agents on the micro env spec: offline (BC + CQL), RegMix, online PPO over Ray,
+the CLI, and policies plugged into trajectory collection as explorers.
+
+Heavy things happen once per session: the built-in ``tiny`` corpus and the micro base are built
+into a session cache (``MIXAGENT_CACHE``), a dozen micro episodes are collected in-process with
+``mixagent.trajectories.collect``, and Ray is started once (reused if another test module
+started it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mixagent.policies import DomainSpace, MixingAgent, load_policy
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = REPO / "envs" / "micro.yaml"
+EPISODES = 12
+
+
+@pytest.fixture(scope="session")
+def pol_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pol-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(pol_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIXAGENT_CACHE", str(pol_cache))
+
+
+@pytest.fixture(scope="session")
+def micro_spec(pol_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(pol_cache))
+        from mixagent.data.builtin import build_builtin
+        from mixagent.envs.setup import build_engine, resolve_spec
+
+        spec = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
+        spec["data"] = {"path": str(build_builtin(size=spec["data"]["builtin"]))}
+        path = tmp_path_factory.mktemp("spec") / "micro.yaml"
+        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        build_engine(resolve_spec(path), progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_traj(micro_spec: Path, pol_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dozen random-walk episodes with 2 branches per step, collected in this process."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(pol_cache))
+        from mixagent.trajectories import collect
+
+        out = tmp_path_factory.mktemp("traj") / "micro-rw"
+        collect(env_spec=str(micro_spec), out=str(out), episodes=EPISODES, workers=1,
+                explorers=["random_walk:jump=0.3"], branch={"k": 2}, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _acts_anywhere(policy) -> None:
+    """The policy acts on synthetic spaces of 4 and 9 domains (it was trained on 6)."""
+    from mixagent.envs.observation import make_observation
+
+    rng = np.random.default_rng(0)
+    for k in (4, 9):
+        space = DomainSpace.synthetic(k, 2)
+        policy.reset(space, 0)
+        w = np.zeros(k)
+        for t in range(3):
+            loss = rng.uniform(3, 6, k)
+            w = policy.act(make_observation(w, loss, loss + 0.1, loss + 0.05, space.is_target.astype(float),
+                                            t / 3, -0.01, 0.02, 0.005, 20.0, 1.0))
+            assert w.shape == (k,) and np.isclose(w.sum(), 1) and (w >= 0).all()
+
+
+def test_transitions_follow_the_path_and_branches(micro_traj: Path):
+    from mixagent.policies.features import FeatureSpec
+    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
+
+    rows, meta = read_trajectories([micro_traj])
+    assert meta["action_scale"] == 3.0 and meta["action_floor"] == 0.01
+    data = transitions_from_rows(rows, FeatureSpec(history=3), meta["action_scale"], meta["action_floor"])
+    assert len(data) == len(rows) == EPISODES * 3 * 2  # 3 steps x 2 branches
+    assert len(data.episodes) == EPISODES and data.on_path.sum() == EPISODES * 3
+    assert np.isfinite(data.dom).all() and np.isfinite(data.dom2).all()
+    # the return of an episode is the sum of its path rewards
+    ep0 = data.episode == 0
+    np.testing.assert_allclose(data.returns[0], data.rewards[ep0 & data.on_path].sum(), rtol=1e-5)
+    # first-step states have an empty history; weights enter relative to uniform
+    first = data.dom[:, :, 0].sum(1) == 0
+    assert first.sum() == EPISODES * 2
+    k = data.mask.sum(1)
+    np.testing.assert_allclose(data.dom2[:, :, 0].sum(1), k, rtol=1e-4)  # sum of weight·K = K
+
+
+def test_offline_training_reduces_its_losses(micro_traj: Path, tmp_path: Path):
+    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
+    from mixagent.policies.training.offline import OfflineConfig, train_offline
+
+    rows, meta = read_trajectories([micro_traj])
+    cfg = OfflineConfig(bc_steps=60, cql_steps=60, eval_every=10, checkpoint_every=30, batch_size=32,
+                        patience=100, network={"hidden": 16}, action_scale=meta["action_scale"],
+                        floor=meta["action_floor"], val_fraction=0.25, bc_top_quantile=1.0)
+    data = transitions_from_rows(rows, cfg.features, cfg.action_scale, cfg.floor)
+    res = train_offline(data, cfg, tmp_path / "agent", progress=False)
+    bc = [h["bc_loss"] for h in res.history if h["phase"] == 0]
+    cql = [h["q_loss"] for h in res.history if h["phase"] == 1]
+    assert len(bc) == 6 and len(cql) == 6
+    assert np.mean(bc[-2:]) < bc[0]
+    assert np.mean(cql[-2:]) < cql[0]
+    ckpts = sorted((tmp_path / "agent" / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["bc-0000060", "cql-0000030", "cql-0000060"]  # the last 3
+    assert isinstance(load_policy(ckpts[-1]), MixingAgent)
+    _acts_anywhere(res.agent)
+    # seeded: the same config gives the same agent
+    again = train_offline(data, cfg, None, progress=False)
+    for (k1, v1), (_, v2) in zip(res.agent.tensors().items(), again.agent.tensors().items(), strict=True):
+        assert np.array_equal(v1.numpy(), v2.numpy()), k1
+
+
+def test_train_cli_bc_and_regmix_and_info(micro_traj: Path, tmp_path: Path):
+    from mixagent.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "bc"
+    r = runner.invoke(app, ["train", str(micro_traj), "--out", str(out), "--algo", "bc", "--bc-steps", "20",
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "README.md", "history.json"}
+    pol = load_policy(out)
+    assert pol.provenance["training"]["algo"] == "bc"
+    assert pol.params.floor == 0.01
+    _acts_anywhere(pol)
+    r = runner.invoke(app, ["policy", "info", str(out)])
+    assert r.exit_code == 0 and "loads: ok" in r.output and "Trained on" in r.output
+    r = runner.invoke(app, ["train", str(micro_traj), "--out", str(tmp_path / "rm"), "--algo", "regmix"])
+    assert r.exit_code == 0, r.output
+    rm = load_policy(tmp_path / "rm")
+    assert rm.kind == "regmix" and rm.provenance["fit"]["episodes"] == EPISODES
+    _acts_anywhere(rm)
+
+
+def test_policies_plug_into_collection_as_explorers(micro_spec: Path, micro_traj: Path, tmp_path: Path):
+    from mixagent.cli.main import app
+    from mixagent.trajectories import collect, load
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", str(micro_traj), "--out", str(tmp_path / "a"), "--algo", "bc",
+                            "--bc-steps", "5", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "explored"
+    collect(env_spec=str(micro_spec), out=str(out), episodes=2, workers=1, progress=False,
+            explorers=[f"policy:{tmp_path / 'a'}@1", "baseline:fixed_ratio?source=0.2@1"])
+    df = load(out).to_pandas()
+    assert len(df) == 2 * 3
+    fixed = df[df.explorer.str.startswith("baseline:")]
+    for w in fixed.weights:  # exact weights: 0.2 spread over 3 source domains, 0.8 over 3 targets
+        np.testing.assert_allclose(sorted(np.round(w, 6)), sorted([0.8 / 3] * 3 + [0.2 / 3] * 3), atol=1e-6)
+
+
+def test_ppo_on_two_ray_workers_exports_a_loadable_policy(micro_spec: Path, ray_session, tmp_path: Path):
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+    from mixagent.policies.base import run_episode
+    from mixagent.policies.training.online import OnlineConfig, train_online
+
+    cfg = OnlineConfig(algo="ppo", workers=2, timesteps=240, n_steps=12, batch_size=24, n_epochs=2,
+                       network={"hidden": 16}, checkpoint_every=120)
+    res = train_online(micro_spec, cfg, tmp_path / "ppo")
+    assert res.timesteps >= 240
+    assert len(res.episode_returns) >= 240 // 3 - 2  # 3-step episodes, auto-reset inside the actors
+    res.agent.save(tmp_path / "ppo")
+    agent = load_policy(tmp_path / "ppo")
+    assert isinstance(agent, MixingAgent) and agent.params.squash == "clip"
+    assert agent.provenance["training"]["workers"] == 2
+    assert any((tmp_path / "ppo" / "checkpoints").iterdir())
+    env = ProxyCPTEnv(micro_spec, progress=False)
+    ep = run_episode(agent, env, seed=0)
+    assert len(ep.steps) == 3
+    _acts_anywhere(agent)
+
+
+def test_sac_in_process_runs(micro_spec: Path):
+    from mixagent.policies.training.online import OnlineConfig, train_online
+
+    res = train_online(micro_spec, OnlineConfig(algo="sac", workers=1, timesteps=30, learning_starts=12,
+                                                sac_batch_size=8, network={"hidden": 16}))
+    assert res.agent.params.squash == "tanh"
+    _acts_anywhere(res.agent)
