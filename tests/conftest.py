@@ -44,3 +44,35 @@ def write_synthetic_datadir(root: Path, docs_per_domain: int = 150) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_datadir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_datadir(tmp_path_factory.mktemp("synthetic") / "data")
+
+
+MICRO = Path(__file__).resolve().parents[1] / "envs" / "micro.yaml"
+
+
+def micro_spec_file(cache: Path, folder: Path) -> Path:
+    """envs/micro.yaml with its data resolved to a built directory in ``cache`` (built-in corpus
+    and the micro base are built once per cache), written to ``folder/micro.yaml``.
+
+    ``data.path`` pointing at the built corpus gives the same env-spec hash as ``envs/micro.yaml``
+    (the hash covers the data's content, not its location) but skips the built-in corpus's
+    up-to-date scan in every process.
+    """
+    import yaml
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(cache))
+        from mixagent.data.builtin import build_builtin
+        from mixagent.envs.setup import build_engine, resolve_spec
+
+        spec = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
+        spec["data"] = {"path": str(build_builtin(size=spec["data"]["builtin"]))}
+        path = folder / "micro.yaml"
+        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        build_engine(resolve_spec(path), progress=False)  # pre-train and cache the base
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_micro_spec():
+    """:func:`micro_spec_file` for test modules (each keeps its own cache fixture)."""
+    return micro_spec_file

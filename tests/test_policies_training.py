@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from mixagent.policies import DomainSpace, MixingAgent, load_policy
@@ -35,19 +34,9 @@ def _cache_env(pol_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def micro_spec(pol_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def micro_spec(pol_cache: Path, tmp_path_factory: pytest.TempPathFactory, make_micro_spec) -> Path:
     """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(pol_cache))
-        from mixagent.data.builtin import build_builtin
-        from mixagent.envs.setup import build_engine, resolve_spec
-
-        spec = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
-        spec["data"] = {"path": str(build_builtin(size=spec["data"]["builtin"]))}
-        path = tmp_path_factory.mktemp("spec") / "micro.yaml"
-        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-        build_engine(resolve_spec(path), progress=False)
-    return path
+    return make_micro_spec(pol_cache, tmp_path_factory.mktemp("spec"))
 
 
 @pytest.fixture(scope="session")

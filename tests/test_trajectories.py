@@ -42,21 +42,9 @@ def _cache_env(traj_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def micro_spec(traj_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def micro_spec(traj_cache: Path, tmp_path_factory: pytest.TempPathFactory, make_micro_spec) -> Path:
     """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(traj_cache))
-        from mixagent.data.builtin import build_builtin
-
-        spec = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
-        data = build_builtin(size=spec["data"]["builtin"])
-        spec["data"] = {"path": str(data)}
-        path = tmp_path_factory.mktemp("spec") / "micro.yaml"
-        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-        from mixagent.envs.setup import build_engine, resolve_spec
-
-        build_engine(resolve_spec(path), progress=False)  # pre-train and cache the base
-    return path
+    return make_micro_spec(traj_cache, tmp_path_factory.mktemp("spec"))
 
 
 @pytest.fixture(scope="session", params=["micro", "micro+task"])

@@ -15,6 +15,8 @@ import typer
 from mixagent import __version__
 from mixagent.cli import cpt as cpt_cli
 from mixagent.cli import data as data_cli
+from mixagent.cli import demo as demo_cli
+from mixagent.cli import evaluate as evaluate_cli
 from mixagent.cli import policies as policies_cli
 from mixagent.cli import proxy as proxy_cli
 from mixagent.cli import trajectories as trajectories_cli
@@ -41,6 +43,8 @@ app.command("collect")(trajectories_cli.collect)
 app.add_typer(trajectories_cli.app, name="trajectories")
 app.command("pretrain-model")(cpt_cli.pretrain_model_cmd)
 app.command("cpt")(cpt_cli.cpt_cmd)
+app.command("demo")(demo_cli.demo_cmd)
+app.command("evaluate")(evaluate_cli.evaluate_cmd)
 
 
 def _version(value: bool) -> None:

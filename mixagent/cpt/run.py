@@ -64,10 +64,13 @@ def _last_checkpoint(out: Path) -> str:
 
 
 def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
-            on_read: Callable[[np.ndarray], None] | None = None) -> dict[str, Any]:
+            on_read: Callable[[np.ndarray], None] | None = None,
+            on_trainer: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a CPT run; returns the summary (also written to ``out`` by rank 0).
 
-    ``callbacks`` are extra Trainer callbacks; ``on_read`` sees every sample id this rank reads.
+    ``callbacks`` are extra Trainer callbacks; ``on_read`` sees every sample id this rank reads;
+    ``on_trainer`` gets the built Trainer before training (e.g. to swap its progress display:
+    ``trainer.remove_callback(ProgressCallback)``, which callbacks alone cannot do).
     """
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
@@ -132,6 +135,8 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
                       callbacks=[callback, *callbacks])
     callback.bind(trainer)
     attach_sampler(trainer, index_sampler)
+    if on_trainer is not None:
+        on_trainer(trainer)
 
     result = trainer.train(resume_from_checkpoint=ckpt)
     final_state = controller.capture(trainer.state.global_step)

@@ -1,9 +1,14 @@
 """Resolving an env spec against its data directory, and building the engine behind the env.
 
 :func:`resolve_spec` is cheap (no training): it opens the data directory (building the built-in
-corpus if needed), checks fields, domains, task sets, reward terms, the action floor and the
-model config, and fixes the domain order that actions and observations use. Every problem is a
+corpus if needed), applies the spec's ``domain_space`` (a :class:`~mixagent.data.views.
+DomainView`), checks fields, domains, task sets, reward terms, the action floor and the model
+config, and fixes the domain order that actions and observations use. Every problem is a
 :class:`~mixagent.errors.ConfigError` of the form ``<spec file>: <key>: <what is wrong>``.
+
+The base model is a function of the *underlying* data directory and its source-field domains,
+never of the domain space: specs that differ only in ``domain_space`` (or in CPT settings) share
+one cached base.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mixagent.data.manifest import DataDir
+from mixagent.data.views import DomainSpaceError, DomainView
 from mixagent.envs.spec import EnvSpec, load_env_spec
 from mixagent.errors import ConfigError, DataError
 
@@ -27,11 +33,17 @@ class ResolvedEnv:
     """An env spec checked against its data: the domain order and roles are fixed here."""
 
     spec: EnvSpec
-    data: DataDir
-    domains: list[str]  # action / observation order
+    data: DataDir  # what the env trains and evaluates on: the domain-space view, if any
+    domains: list[str]  # action / observation order (domains of ``data``)
     is_target: np.ndarray  # bool per domain
-    pretrain_domains: list[str]  # every domain of the source field
+    pretrain_domains: list[str]  # every domain of the source field, of ``data_dir``
     hf_config: Any
+    data_dir: DataDir | None = None  # the underlying data directory; None: same as ``data``
+
+    @property
+    def source_data(self) -> DataDir:
+        """The un-viewed data directory: the base pre-trains on it, whatever the domain space."""
+        return self.data_dir if self.data_dir is not None else self.data
 
     @property
     def num_domains(self) -> int:
@@ -43,7 +55,7 @@ class ResolvedEnv:
     def base_recipe(self) -> Any:
         from mixagent.proxy.base import BaseRecipe
 
-        return BaseRecipe(self.data, tuple(self.pretrain_domains), self.spec.model,
+        return BaseRecipe(self.source_data, tuple(self.pretrain_domains), self.spec.model,
                           self.spec.pretrain, self.spec.cpt.seq_len, self.spec.seed)
 
 
@@ -83,7 +95,8 @@ def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
 
     spec = as_spec(spec)
     src = spec.origin
-    data = _open_data(spec)
+    data_dir = _open_data(spec)
+    data = _apply_domain_space(spec, data_dir)
     fields = [f.name for f in data.manifest.fields]
     for key in ("source_field", "target_field"):
         name = getattr(spec, key)
@@ -102,6 +115,8 @@ def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
         for i, name in enumerate(domains):
             if name not in in_fields:
                 where = "is not a domain of the data directory"
+                if data is not data_dir:
+                    where = "is not a domain of the spec's domain_space"
                 if name in data.domain_names:
                     where = f"belongs to field {data.domain(name).field!r}, not to " \
                             f"{spec.source_field!r} or {spec.target_field!r}"
@@ -114,6 +129,8 @@ def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
         raise ConfigError(f"{src}: domains: need at least one domain of the source field "
                           f"{spec.source_field!r} and one of the target field "
                           f"{spec.target_field!r}, got {domains}")
+    if isinstance(data, DomainView):
+        _check_view_sizes(spec, data, domains)
     k = len(domains)
     if spec.action.floor * k >= 1.0:
         raise ConfigError(f"{src}: action.floor: {spec.action.floor} × {k} domains must be below 1 "
@@ -128,8 +145,40 @@ def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
     hf_config = build_hf_config(spec.model, tok.vocab_size, spec.cpt.seq_len, tok.eos_token_id,
                                 where=f"{src}: model")
     check_model_config(hf_config, where=f"{src}: model")
-    pretrain_domains = [d.name for d in data.domains_of_field(spec.source_field)]
-    return ResolvedEnv(spec, data, domains, is_target, pretrain_domains, hf_config)
+    pretrain_domains = [d.name for d in data_dir.domains_of_field(spec.source_field)]
+    return ResolvedEnv(spec, data, domains, is_target, pretrain_domains, hf_config,
+                       data_dir if data is not data_dir else None)
+
+
+def _apply_domain_space(spec: EnvSpec, data: DataDir) -> DataDir:
+    """The spec's domain space as a view over ``data`` (``data`` itself when there is none)."""
+    space = spec.domain_space
+    if space is None or (not space.groups and space.split == 1):
+        return data
+    try:
+        return DomainView(data, space.groups, space.split)
+    except DomainSpaceError as err:
+        raise ConfigError(f"{spec.origin}: domain_space.{err.key}: {err.message}") from None
+
+
+def _check_view_sizes(spec: EnvSpec, data: DomainView, domains: list[str]) -> None:
+    """Every virtual domain in play needs a training and a held-out sequence of ``seq_len``."""
+    seq = spec.cpt.seq_len
+    space = spec.domain_space
+    assert space is not None
+    for name in domains:
+        d = data.domain(name)
+        for split, n in (("train", d.train_tokens), ("eval", d.eval_tokens)):
+            if n >= seq:
+                continue
+            if space.split > 1:
+                raise ConfigError(
+                    f"{spec.origin}: domain_space.split: part {name!r} has {n} {split} tokens, "
+                    f"fewer than one sequence of cpt.seq_len={seq}; use a smaller split, a "
+                    "shorter seq_len, or group small domains first")
+            raise ConfigError(
+                f"{spec.origin}: domain_space.groups: domain {name!r} has {n} {split} tokens, "
+                f"fewer than one sequence of cpt.seq_len={seq}")
 
 
 def _check_terms(spec: EnvSpec, tasks: set[str]) -> None:

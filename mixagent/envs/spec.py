@@ -10,9 +10,9 @@ a spec and its data can move together.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from mixagent.config import StrictModel, load_yaml_config
 from mixagent.proxy.config import CPTSpec, EvalSpec, ModelSpec, PretrainSpec, RuntimeSpec
@@ -29,6 +29,21 @@ class DataSpec(StrictModel):
         if (self.builtin is None) == (self.path is None):
             raise ValueError("set exactly one of 'builtin' (tiny|small|full) or 'path'")
         return self
+
+
+class DomainSpaceSpec(StrictModel):
+    """A coarser or finer cut of the data directory's domains (see :mod:`mixagent.data.views`).
+
+    ``groups``: ``{new_name: [member, ...]}`` — each group is one domain, the union of its members
+    (which must lie in one field and be used once); within a group, sequences are drawn in
+    proportion to member tokens, and its held-out set is the members' held-out sets. Domains in no
+    group stay as they are. ``split``: every domain (after grouping) becomes ``split`` contiguous
+    parts of its token stream, named ``<domain>#1`` .. ``<domain>#N`` (held-out sets cut alike).
+    The base model never depends on the domain space: it pre-trains on the underlying domains.
+    """
+
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    split: int = Field(default=1, ge=1)
 
 
 class RewardSpec(StrictModel):
@@ -78,8 +93,11 @@ class EnvSpec(StrictModel):
     data: DataSpec
     source_field: str
     target_field: str
+    domain_space: DomainSpaceSpec | None = Field(
+        default=None, description="regroup and/or split the data directory's domains")
     domains: list[str] | None = Field(
-        default=None, description="a subset of the two fields' domains, in action order")
+        default=None, description="a subset of the two fields' domains (after domain_space), "
+                                  "in action order")
     model: ModelSpec = Field(default_factory=ModelSpec)
     pretrain: PretrainSpec
     cpt: CPTSpec
@@ -91,6 +109,15 @@ class EnvSpec(StrictModel):
 
     _origin: str = PrivateAttr(default="env spec")
     _root: Path | None = PrivateAttr(default=None)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_domain_space(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``domain_space`` out of dumps when unset, so specs written before the key existed
+        keep their env-spec hash (trajectory sets and policies are keyed by it)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("domain_space", 0) is None:
+            del out["domain_space"]
+        return out
 
     @property
     def origin(self) -> str:

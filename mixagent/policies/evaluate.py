@@ -2,7 +2,9 @@
 
 Every policy runs on the same env seeds (so on the same data order); the best fixed ratio is
 grid-searched on *separate* seeds, so it is not tuned on the evaluation's noise. This is the
-small in-process version the policy card needs; the evaluation package runs the full matrix.
+small in-process version behind ``mixagent policy eval``; :mod:`mixagent.evaluation`
+(``mixagent evaluate``) runs the full matrix (scenarios × policies × seeds, in parallel, with
+intervals, win rates and plots) and records it in cards with ``--record-card``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def summarise(name: str, finals: Sequence[dict[str, float]], seeds: Sequence[int]) -> dict[str, Any]:
-    """Mean and (population) std of the final scores over seeds."""
-    b = np.array([f["balanced"] for f in finals])
+    """Mean, sample std and 95% Student-t half-width (None for one seed) of the final scores over
+    seeds, computed by :mod:`mixagent.evaluation.stats` like the full evaluation's report."""
+    from mixagent.evaluation.stats import summarise as stats_summary
+
+    b = stats_summary([f["balanced"] for f in finals])
     return {"policy": name, "seeds": [int(s) for s in seeds],
-            "balanced_mean": float(b.mean()), "balanced_std": float(b.std()),
+            "balanced_mean": b.mean, "balanced_std": b.std, "balanced_ci95": b.half_width,
             "source_mean": float(np.mean([f["source"] for f in finals])),
             "target_mean": float(np.mean([f["target"] for f in finals])),
-            "balanced_per_seed": b.tolist()}
+            "balanced_per_seed": [float(f["balanced"]) for f in finals]}
 
 
 def compare(env: Any, policies: Sequence[str | MixingPolicy], seeds: Sequence[int], *,
@@ -74,7 +79,7 @@ def record_in_card(path: str | Path, report: dict[str, Any], description: str | 
     pol = load_policy(path)
     desc = description or (
         f"Final balanced score on `{report['env']}` over env seeds {report['seeds']} (the same for "
-        "every policy; population std). The best fixed ratio was grid-searched on seeds "
+        "every policy; sample std over seeds). The best fixed ratio was grid-searched on seeds "
         f"{(report.get('ratio_grid') or {}).get('seeds')} (not the evaluation seeds). Produced by "
         "mixagent.policies.evaluate.compare.")
     pol.provenance["evaluation"] = {**report, "description": desc}

@@ -92,6 +92,29 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _evaluation_table(evals: dict[str, Any]) -> list[str]:
+    """Lines for a ``mixagent evaluate`` record: this policy's score per scenario, then one row
+    per baseline with the paired difference, win rate and verdict."""
+
+    def ci(mean: float, hw: float | None) -> str:
+        return f"{mean:+.5f}" + (f" ± {hw:.5f}" if hw is not None else " (n=1)")
+
+    lines = [f"Report: `{evals.get('report')}`; seeds {_fmt(evals.get('seeds', []))}.", "",
+             "| scenario | this policy (balanced) | rank | baseline | baseline balanced | "
+             "difference (95% CI) | win rate | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for sc in evals["scenarios"]:
+        b = sc["balanced"]
+        name = sc["scenario"] + (" (trained on)" if sc.get("in_distribution") else "")
+        mine = ci(b["mean"], b.get("half_width"))
+        if not sc.get("vs"):
+            lines.append(f"| {name} | {mine} | {sc['rank']}/{sc['of']} | — | — | — | — | — |")
+        for v in sc.get("vs", []):
+            lines.append(f"| {name} | {mine} | {sc['rank']}/{sc['of']} | {v['baseline']} | "
+                         f"{v['baseline_balanced']:+.5f} | {ci(v['diff'], v.get('diff_half_width'))} | "
+                         f"{v['win_rate']:.2f} | {v['verdict']} |")
+    return lines
+
+
 def render_card(config: dict[str, Any]) -> str:
     """A Markdown card from ``config.json``: every number in it comes from the config."""
     prov = config.get("provenance", {})
@@ -113,6 +136,11 @@ def render_card(config: dict[str, Any]) -> str:
             roles = s.get("roles", [])
             lines.append(f"- `{s.get('name') or 'unnamed'}`: {len(s.get('names', []))} domains "
                          f"({roles.count('source')} source, {roles.count('target')} target)")
+    data = prov.get("data")
+    if data:
+        lines += ["", "## Data", ""]
+        lines += [f"- {k}: {_fmt(v)}" for k, v in data.items() if k != "trajectories"]
+        lines += [f"- trajectories: {', '.join(f'`{t}`' for t in data.get('trajectories', []))}"]
     if prov.get("training"):
         lines += ["", "## Training", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in prov["training"].items()]
@@ -124,7 +152,10 @@ def render_card(config: dict[str, Any]) -> str:
         lines += ["", "## Evaluation", ""]
         if evals.get("description"):
             lines += [evals["description"], ""]
-        lines += ["| policy | balanced (mean ± std) | source | target | seeds |", "|---|---|---|---|---|"]
+        if "scenarios" in evals:  # written by mixagent evaluate (mixagent.evaluation.card)
+            lines += _evaluation_table(evals)
+        else:
+            lines += ["| policy | balanced (mean ± std) | source | target | seeds |", "|---|---|---|---|---|"]
         for row in evals.get("rows", []):
             lines.append(f"| {row['policy']} | {row['balanced_mean']:+.5f} ± {row['balanced_std']:.5f}"
                          f" | {row['source_mean']:+.5f} | {row['target_mean']:+.5f} | "

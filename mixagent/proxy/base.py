@@ -13,13 +13,10 @@ instead of all training the same base.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from mixagent.proxy.model import build_hf_config, build_model, count_parameters,
 from mixagent.proxy.runtime import configure_runtime, resolve_threads, thread_scope
 from mixagent.proxy.schedule import lr_table
 from mixagent.proxy.training import make_optimizer, train_steps
-from mixagent.utils.io import atomic_directory, sha256_json, write_json_atomic
+from mixagent.utils.io import atomic_directory, file_lock, sha256_json, write_json_atomic
 from mixagent.utils.paths import cache_dir
 
 BASE_FORMAT = "mixagent.base/1"
@@ -101,17 +98,6 @@ def bases_dir() -> Path:
     return cache_dir() / "bases"
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _read(path: Path) -> BaseCheckpoint | None:
     meta_path = path / META_NAME
     if not (meta_path.is_file() and (path / "model.safetensors").is_file()):
@@ -129,7 +115,7 @@ def ensure_base(recipe: BaseRecipe, runtime: RuntimeSpec | None = None, *, force
     final = bases_dir() / recipe.key
     if not force and (found := _read(final)) is not None:
         return found
-    with _lock(bases_dir() / f".{recipe.key}.lock"):
+    with file_lock(bases_dir() / f".{recipe.key}.lock"):
         if not force and (found := _read(final)) is not None:  # another process built it
             return found
         if final.exists():  # incomplete or forced: rebuild

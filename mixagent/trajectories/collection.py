@@ -10,7 +10,8 @@ Faults:
 
 * an actor that dies (killed, OOM, node lost) fails its episode with ``RayActorError``; the
   episode goes back to the front of the queue and a replacement actor is started, up to
-  ``max_attempts`` tries per episode;
+  ``max_attempts`` tries per episode (the pool is :mod:`mixagent.utils.raypool`, shared with
+  evaluation);
 * a user error inside an episode (a :class:`~mixagent.errors.MixagentError`), or any error
   while a worker builds its environment, stops the collection with that message: retrying a
   deterministic error only repeats it;
@@ -23,13 +24,10 @@ Faults:
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import platform
-import re
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from mixagent.config import StrictModel
-from mixagent.errors import ConfigError, MixagentError
+from mixagent.errors import ConfigError
 from mixagent.trajectories.branching import BranchConfig
 from mixagent.trajectories.explorers import is_stochastic, make_explorer, parse_explorers
 from mixagent.trajectories.identity import CollectionIdentity, resolved_spec_hash
@@ -62,6 +60,8 @@ from mixagent.trajectories.storage import (
     write_shard,
 )
 from mixagent.trajectories.worker import EpisodeWorker, FaultInjection, WorkerConfig
+from mixagent.utils.raypool import ActorPool as _ActorPool
+from mixagent.utils.raypool import ensure_ray as _ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -299,163 +299,6 @@ def _mismatch(out: Path, found: dict[str, Any], mine: dict[str, Any]) -> str:
     what = "; ".join(diffs) or "config hash differs"
     return (f"{out} holds a different collection ({what}); use another --out, or the same "
             "env spec, explorers, branching and seed to resume it")
-
-
-def _ensure_ray(address: str | None) -> bool:
-    """Connect to Ray (``address``/``RAY_ADDRESS``, else a local instance); True if started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # a private single-user instance: no token auth (Ray >= 2.60 would write a token file
-        # under the home directory) and no dashboard
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return True
-
-
-class _ActorPool:
-    """Episodes to actors, one in flight per actor; dead actors are replaced, episodes retried."""
-
-    def __init__(self, actors: list[Any], factory: Callable[[], Any], max_replacements: int):
-        self.actors = list(actors)
-        self.factory = factory
-        self.max_replacements = max_replacements
-        self.replaced = 0
-
-    def start(self) -> list[dict[str, Any]]:
-        """Wait until every actor has built its environment (surfacing setup errors)."""
-        import ray
-
-        infos = []
-        for i in range(len(self.actors)):
-            while True:
-                try:
-                    infos.append(ray.get(self.actors[i].info.remote()))
-                    break
-                except ray.exceptions.RayTaskError as err:
-                    raise _unwrap(err) from None
-                except ray.exceptions.RayActorError as err:
-                    cause = _creation_cause(err)
-                    if cause is not None:
-                        raise cause from None
-                    self._replace(i, err)
-        return infos
-
-    def _replace(self, i: int, err: BaseException) -> None:
-        import ray
-
-        self.replaced += 1
-        if self.replaced > self.max_replacements:
-            raise MixagentError(f"workers keep dying ({self.replaced} replaced); last error: "
-                                f"{err}") from None
-        log.warning("worker %d died (%s); starting a replacement", i, _short(err))
-        with contextlib.suppress(Exception):  # already gone
-            ray.kill(self.actors[i])
-        self.actors[i] = self.factory()
-
-    def run(self, items: Sequence[int], method: str, on_result: Callable[[int, Any], None],
-            max_attempts: int) -> int:
-        """Run ``method(item)`` for every item; returns how many tries were repeated.
-
-        A replacement actor starts in the background (its ``info`` call is in flight like an
-        episode), so the other workers keep going while it builds its environment.
-        """
-        import ray
-
-        queue = collections.deque(items)
-        attempts: collections.Counter[int] = collections.Counter()
-        idle = list(range(len(self.actors)))
-        in_flight: dict[Any, tuple[int, int | None]] = {}  # ref -> (actor, item; None: starting)
-        retries = 0
-        while queue or any(ep is not None for _, ep in in_flight.values()):
-            while idle and queue:
-                i, ep = idle.pop(0), queue.popleft()
-                in_flight[getattr(self.actors[i], method).remote(ep)] = (i, ep)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                i, ep = in_flight.pop(ref)
-                try:
-                    value = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:
-                    cause = _unwrap(err)
-                    if isinstance(cause, MixagentError) or ep is None:
-                        raise cause from None
-                    attempts[ep] += 1
-                    if attempts[ep] >= max_attempts:
-                        raise MixagentError(f"episode {ep} failed {attempts[ep]} times; last "
-                                            f"error:\n{err}") from None
-                    log.warning("episode %d failed (%s); retrying", ep, _short(err))
-                    queue.appendleft(ep)
-                    retries += 1
-                    idle.append(i)
-                    continue
-                except ray.exceptions.RayActorError as err:
-                    if ep is None:
-                        cause = _creation_cause(err)
-                        if cause is not None:
-                            raise cause from None
-                    else:
-                        attempts[ep] += 1
-                        if attempts[ep] >= max_attempts:
-                            raise MixagentError(f"episode {ep}: its worker died {attempts[ep]} "
-                                                f"times; last error: {_short(err)}") from None
-                        queue.appendleft(ep)  # retried by whichever worker is free next
-                        retries += 1
-                    self._replace(i, err)
-                    in_flight[self.actors[i].info.remote()] = (i, None)
-                    continue
-                if ep is not None:
-                    on_result(ep, value)
-                idle.append(i)
-        return retries
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds the live actors used since their environments were ready (best effort:
-        a replaced actor's share is lost)."""
-        import ray
-
-        total = 0.0
-        for a in self.actors:
-            with contextlib.suppress(Exception):
-                total += float(ray.get(a.stats.remote(), timeout=30)["cpu_seconds"])
-        return total
-
-    def shutdown(self) -> None:
-        import ray
-
-        for a in self.actors:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(a)
-
-
-def _unwrap(err: BaseException) -> BaseException:
-    """The user-level exception inside a Ray task error, when there is one."""
-    try:
-        cause = err.as_instanceof_cause()  # type: ignore[attr-defined]
-    except Exception:
-        return err
-    return cause if isinstance(cause, MixagentError) else err
-
-
-def _creation_cause(err: BaseException) -> BaseException | None:
-    """An error raised while the actor was being constructed (a bad spec, missing data on the
-    node, a broken install): not worth retrying, so it becomes a user-facing error."""
-    if not getattr(err, "actor_init_failed", False):
-        return None
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(err, "error_msg", "") or err))
-    found = re.findall(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", text, flags=re.M)
-    detail = f"{found[-1][0].rsplit('.', 1)[-1]}: {found[-1][1]}" if found else _short(err)
-    return MixagentError(f"a collection worker failed to start: {detail}")
-
-
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) < 300 else text[:300] + "..."
 
 
 # -- the dataset card --------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from mixagent.trajectories.explorers import (
     make_explorer,
     perturb,
 )
+from mixagent.utils.raypool import PoolWorker
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +78,17 @@ def episode_seeds(seed: int, episode: int) -> EpisodeSeeds:
     return EpisodeSeeds(int(s[0]), int(s[1]), int(s[2]), int(s[3]))
 
 
-class EpisodeWorker:
+class EpisodeWorker(PoolWorker):
     """Owns one :class:`~mixagent.envs.proxy_env.ProxyCPTEnv`; runs whole episodes on request."""
 
     def __init__(self, config: dict[str, Any] | WorkerConfig, worker_id: str = "local"):
         cfg = config if isinstance(config, WorkerConfig) else WorkerConfig.model_validate(config)
         self.cfg = cfg
-        self.worker_id = f"{worker_id}@{socket.gethostname()}:{os.getpid()}"
-        os.environ.update(cfg.env_vars)
-        if cfg.threads is not None:
-            os.environ["MIXAGENT_NUM_THREADS"] = str(cfg.threads)
-        import torch
-
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+        self._setup(worker_id, cfg.env_vars, cfg.threads)
         from mixagent.envs.proxy_env import ProxyCPTEnv
         from mixagent.envs.spec import EnvSpec
         from mixagent.trajectories.identity import resolved_spec_hash
 
-        t0 = time.perf_counter()
         spec = EnvSpec.model_validate(cfg.env_spec).located(cfg.spec_origin, Path(cfg.spec_root))
         self.env = ProxyCPTEnv(spec, progress=False)
         found = resolved_spec_hash(self.env.resolved)
@@ -106,7 +98,6 @@ class EpisodeWorker:
             raise DataError(f"worker {self.worker_id}: the env spec resolves to hash {found} here, "
                             f"but the collection is for {cfg.spec_hash} (different data on this "
                             "node?)")
-        self.setup_seconds = time.perf_counter() - t0
         env = self.env
         self.brancher = Brancher(env, cfg.branch)
         self.choices = [ExplorerChoice(s, w) for s, w in cfg.explorers]
@@ -114,21 +105,7 @@ class EpisodeWorker:
         self._space = env.observation_space
         act = env.env_spec.action
         self._scale, self._floor = act.scale, act.floor
-        self._cpu0 = time.process_time()
-        self._episodes = 0
-
-    def info(self) -> dict[str, Any]:
-        """Who this worker is and what it cost to start (the driver waits on this)."""
-        import torch
-
-        return {"worker": self.worker_id, "setup_seconds": self.setup_seconds,
-                "threads": torch.get_num_threads()}
-
-    def stats(self) -> dict[str, Any]:
-        """CPU seconds this worker's process spent since its environment was ready, and episodes
-        run (for the card's compute record; robust to other processes sharing the cores)."""
-        return {"worker": self.worker_id, "cpu_seconds": time.process_time() - self._cpu0,
-                "episodes": self._episodes}
+        self._ready()
 
     def _explorer(self, spec: str) -> Explorer:
         if spec not in self._explorers:

@@ -81,7 +81,10 @@ def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
     if not rows:
         raise DataError(f"no transitions in {', '.join(map(str, paths))}")
     meta: dict[str, Any] = {"collections": [c.get("collection_id") for c in ts.cards],
-                            "env_spec_hashes": sorted({str(c.get("env_spec_hash")) for c in ts.cards})}
+                            "env_spec_hashes": sorted({str(c.get("env_spec_hash")) for c in ts.cards}),
+                            "episodes": len({r["eps_id"] for r in rows}),
+                            "collection_seconds": round(sum(float((c.get("compute") or {}).get(
+                                "transition_seconds", 0.0)) for c in ts.cards), 1)}
     specs = [(c.get("env_spec") or {}) for c in ts.cards]
     for root in paths:  # a collection still running (or killed) has no card yet
         f = Path(root) / "env_spec.json"

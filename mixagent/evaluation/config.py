@@ -1,0 +1,136 @@
+"""``EvaluateConfig``: what ``mixagent evaluate`` runs, as one typed config (YAML or CLI flags).
+
+Seeds: ``seeds`` are the env reset seeds every policy is evaluated on (the same for all, so
+comparisons are paired). ``tune_seeds`` are used only to tune the baselines that need tuning
+(``baseline:best_fixed_ratio``'s grid search, ``baseline:regmix``'s random mixtures); they must
+not overlap ``seeds``, or those baselines would be tuned on the evaluation's own noise. The
+defaults (1000.. and 2000..) are far from the small seeds people type by hand; trajectory
+collection derives its env seeds by hashing (collection seed, episode), so they coincide with
+these only by chance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from mixagent.config import StrictModel, validate_config
+from mixagent.errors import ConfigError
+
+#: special baseline specs tuned per scenario on ``tune_seeds``
+TUNED_BASELINES = ("best_fixed_ratio", "regmix")
+
+
+def parse_int_list(text: str | None, what: str) -> list[int] | None:
+    """``"1000,1001"`` or ``"1000-1004"`` (inclusive) → non-negative ints; None stays None."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(part)])
+        except ValueError:
+            raise ConfigError(f"{what}: {part!r} is not a non-negative integer or a range like "
+                              "1000-1004") from None
+    return out
+
+
+def parse_float_list(text: str | None, what: str) -> list[float] | None:
+    """``"0.2,0.3,0.5"`` → floats; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated numbers like 0.2,0.5,0.8, got {text!r}") from None
+
+
+class EvaluateConfig(StrictModel):
+    """An evaluation run (``mixagent evaluate``); see docs/EVALUATION.md."""
+
+    envs: list[str] = Field(min_length=1, description="env spec YAML files (scenarios)")
+    policies: list[str] = Field(min_length=1, description="policy:DIR, DIR or baseline:NAME[?k=v&...] "
+                                "(plus baseline:best_fixed_ratio and baseline:regmix, tuned per scenario)")
+    out: str = Field(description="report folder (reports/NAME)")
+    seeds: list[int] = Field(default_factory=lambda: [1000, 1001, 1002], min_length=1,
+                             description="env reset seeds of the evaluation, the same for every policy")
+    tune_seeds: list[int] = Field(default_factory=lambda: [2000, 2001], min_length=1,
+                                  description="seeds for tuning best_fixed_ratio and regmix; disjoint "
+                                  "from seeds")
+    ratio_grid: list[float] = Field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                                    min_length=1, description="source shares tried by best_fixed_ratio")
+    regmix_runs: int = Field(default=24, ge=8, description="random static mixtures per scenario for "
+                             "regmix (Dirichlet; each on one tune seed, round robin)")
+    regmix_seed: int = Field(default=0, ge=0, description="seeds regmix's mixtures and its fit")
+    regmix_regressor: str = Field(default="gbm", pattern="^(gbm|linear)$")
+    workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    threads_per_worker: int | None = Field(default=None, gt=0,
+                                           description="torch threads per worker (default: its CPU share)")
+    address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
+    max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
+    record_card: bool = Field(default=False, description="write results into each learned policy's "
+                              "config.json provenance.evaluation and README.md card")
+    plots: bool = True
+    progress: bool | None = Field(default=None, description="progress bar (default: on a terminal)")
+
+    @field_validator("seeds", "tune_seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be non-negative, got {v}")
+        return v
+
+    @field_validator("ratio_grid")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0.0 <= r <= 1.0]
+        if bad:
+            raise ValueError(f"source shares must lie in [0, 1], got {bad}")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> EvaluateConfig:
+        overlap = sorted(set(self.seeds) & set(self.tune_seeds))
+        if overlap:
+            raise ValueError(f"tune_seeds and seeds overlap on {overlap}: baselines would be tuned on "
+                             "the evaluation's own seeds; choose disjoint seeds (e.g. --tune-seeds 2000,2001)")
+        return self
+
+    @property
+    def threads(self) -> int:
+        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
+
+
+def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any]) -> EvaluateConfig:
+    """A config from an optional YAML file, with ``overrides`` (CLI flags that were given, i.e.
+    not None) taking precedence key by key."""
+    base: dict[str, Any] = {}
+    source = "evaluate"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--config: {path} does not exist")
+        try:
+            base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{path}: expected a mapping of EvaluateConfig keys (envs, policies, out, ...)")
+        source = str(path)
+    merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    missing = [k for k in ("envs", "policies", "out") if not merged.get(k)]
+    if missing:
+        flags = {"envs": "--env FILE", "policies": "--policy SPEC", "out": "--out DIR"}
+        raise ConfigError(f"{source}: missing {', '.join(missing)}: pass "
+                          f"{' and '.join(flags[k] for k in missing)} (or set them in --config)")
+    return validate_config(EvaluateConfig, merged, source)

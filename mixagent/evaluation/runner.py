@@ -1,0 +1,336 @@
+"""Orchestrating an evaluation: tasks, the worker pool, the episode cache, tuning, the report.
+
+``evaluate(config)``:
+
+1. resolves the scenarios and policies (cheap; bad input is a ConfigError saying what to fix);
+2. phase 1 — runs, in one parallel batch, the tuning episodes of the tuned baselines and every
+   (policy, scenario, eval seed) episode of the other policies;
+3. tunes ``best_fixed_ratio`` and ``regmix`` per scenario from the tuning episodes;
+4. phase 2 — runs the tuned baselines on the eval seeds;
+5. writes ``report.json``, the plots and ``report.md`` (and policy cards with ``record_card``).
+
+Episodes already in ``OUT/episodes/`` are not run again (resume). With ``workers=1`` and no Ray
+address, everything runs in this process; otherwise on a pool of Ray actors
+(:mod:`mixagent.utils.raypool`), each owning one environment per scenario.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixagent.evaluation.config import EvaluateConfig
+from mixagent.evaluation.policies import PolicyEntry, PolicyInstance, parse_policies
+from mixagent.evaluation.scenarios import Scenario, load_scenarios
+from mixagent.evaluation.store import EpisodeStore
+
+log = logging.getLogger(__name__)
+
+REPORT_FORMAT = "mixagent.evaluation-report/1"
+
+
+@dataclass
+class EvaluationResult:
+    """What ``evaluate`` did and where the report is."""
+
+    out: Path
+    report: dict[str, Any]
+    episodes_run: int = 0
+    episodes_cached: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def report_md(self) -> Path:
+        return self.out / "report.md"
+
+    @property
+    def report_json(self) -> Path:
+        return self.out / "report.json"
+
+
+@dataclass
+class _Task:
+    scenario: Scenario
+    instance: PolicyInstance
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scenario.key, self.instance.policy_id, self.seed)
+
+    def payload(self) -> dict[str, Any]:
+        return {"scenario": self.scenario.key, "spec_hash": self.scenario.spec_hash, "seed": self.seed,
+                "policy": self.instance.payload()}
+
+
+@dataclass
+class _Executor:
+    """Runs tasks in-process or on a Ray actor pool (started on first use, reused by phases)."""
+
+    config: EvaluateConfig
+    scenarios: list[Scenario]
+    pool: Any = None
+    local: Any = None
+    started_ray: bool = False
+    workers_info: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.config.workers > 1 or bool(self.config.address or os.environ.get("RAY_ADDRESS"))
+
+    def _payload(self) -> dict[str, dict[str, Any]]:
+        return {s.key: s.spec_payload for s in self.scenarios}
+
+    def _env_vars(self) -> dict[str, str]:
+        return {k: os.environ[k] for k in ("MIXAGENT_CACHE",) if os.environ.get(k)}
+
+    def run(self, tasks: list[_Task], on_result: Callable[[_Task, dict[str, Any]], None]) -> None:
+        if not tasks:
+            return
+        if not self.uses_ray:
+            if self.local is None:
+                from mixagent.evaluation.worker import EvaluationWorker
+
+                self.local = EvaluationWorker(self._payload(), self.config.threads_per_worker,
+                                              self._env_vars())
+                self.workers_info = [self.local.info()]
+            for t in tasks:
+                on_result(t, self.local.run(t.payload()))
+            return
+        if self.pool is None:
+            self._start_pool()
+        by_index = dict(enumerate(tasks))
+        self.retries += self.pool.run(list(by_index), "run", lambda i, rec: on_result(by_index[i], rec),
+                                      max_attempts=self.config.max_attempts,
+                                      call_args=lambda i: (by_index[i].payload(),))
+
+    def _start_pool(self) -> None:
+        import ray
+
+        from mixagent.evaluation.worker import EvaluationWorker
+        from mixagent.utils.raypool import ActorPool, ensure_ray
+
+        cfg = self.config
+        self.started_ray = ensure_ray(cfg.address)
+        remote_cls = ray.remote(EvaluationWorker)
+        payload, env_vars, threads = self._payload(), self._env_vars(), cfg.threads
+        serial = 0
+
+        def new_actor() -> Any:
+            nonlocal serial
+            serial += 1
+            return remote_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
+                                      max_restarts=0).remote(payload, threads, env_vars, f"w{serial}")
+
+        self.pool = ActorPool([new_actor() for _ in range(cfg.workers)], new_actor,
+                              max_replacements=cfg.workers * cfg.max_attempts, what="task",
+                              role="evaluation worker")
+        self.workers_info = self.pool.start()
+
+    def cpu_seconds(self) -> float | None:
+        if self.pool is not None:
+            return self.pool.cpu_seconds()
+        if self.local is not None:
+            return float(self.local.stats()["cpu_seconds"])
+        return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            import ray
+
+            self.pool.shutdown()
+            if self.started_ray:
+                ray.shutdown()
+            self.pool = None
+
+
+def evaluate(config: EvaluateConfig | None = None, **kwargs: Any) -> EvaluationResult:
+    """Run an evaluation (``evaluate(EvaluateConfig(...))`` or ``evaluate(envs=[...], ...)``)."""
+    if config is None:
+        from mixagent.config import validate_config
+
+        config = validate_config(EvaluateConfig, kwargs, "evaluate")
+    elif kwargs:
+        raise TypeError("pass either an EvaluateConfig or keyword arguments, not both")
+    return _Evaluation(config).run()
+
+
+class _Evaluation:
+    def __init__(self, config: EvaluateConfig):
+        self.config = config
+        self.out = Path(config.out)
+        self.entries: list[PolicyEntry] = parse_policies(config.policies)
+        self.scenarios: list[Scenario] = load_scenarios(config.envs)
+        if self.out.exists() and not self.out.is_dir():
+            from mixagent.errors import ConfigError
+
+            raise ConfigError(f"--out {self.out} is a file; choose a folder (e.g. reports/NAME)")
+        self.store = EpisodeStore(self.out)
+        self.records: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.tuning: dict[str, dict[str, Any]] = {}
+        self.ran = 0
+        self.cached = 0
+
+    # -- tasks ---------------------------------------------------------------------------------------
+    def _collect(self, tasks: list[_Task], executor: _Executor, desc: str) -> None:
+        """Load cached episodes, run the rest, store every record under its key."""
+        from tqdm.auto import tqdm
+
+        todo: dict[tuple[str, str, int], _Task] = {}
+        for t in tasks:
+            if t.key in self.records or t.key in todo:
+                continue
+            rec = self.store.get(t.instance.policy_id, t.scenario.spec_hash, t.seed)
+            if rec is not None:
+                self.records[t.key] = rec
+                self.cached += 1
+            else:
+                todo[t.key] = t
+        if not todo:
+            return
+        disable = None if self.config.progress is None else not self.config.progress
+        with tqdm(total=len(todo), desc=desc, unit="episode", disable=disable) as bar:
+            def done(task: _Task, rec: dict[str, Any]) -> None:
+                self.store.put(rec)
+                self.records[task.key] = rec
+                self.ran += 1
+                bar.update(1)
+
+            executor.run(list(todo.values()), done)
+
+    def _finals(self, sc: Scenario) -> dict[tuple[str, int], dict[str, float]]:
+        return {(pid, seed): rec["final_scores"] for (key, pid, seed), rec in self.records.items()
+                if key == sc.key}
+
+    # -- run -------------------------------------------------------------------------------------------
+    def run(self) -> EvaluationResult:
+        from mixagent.evaluation import tuning
+        from mixagent.utils.io import write_json_atomic
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store.clean_temporary()
+        write_json_atomic(self.out / "config.json", cfg.model_dump(mode="json"))
+        seeds, tune_seeds = list(cfg.seeds), list(cfg.tune_seeds)
+        tuned_kinds = sorted({e.tuned for e in self.entries if e.tuned})
+        executor = _Executor(cfg, self.scenarios)
+        try:
+            phase1: list[_Task] = []
+            state: dict[tuple[str, str], dict[str, Any]] = {}
+            for sc in self.scenarios:
+                for kind in tuned_kinds:
+                    pairs, st = tuning.tuning_tasks(sc, kind, cfg.ratio_grid, tune_seeds, cfg.regmix_runs,
+                                                    cfg.regmix_seed)
+                    state[(sc.key, kind)] = st
+                    phase1 += [_Task(sc, inst, s) for inst, s in pairs]
+                for e in self.entries:
+                    if e.tuned is None:
+                        assert e.instance is not None
+                        phase1 += [_Task(sc, e.instance, s) for s in seeds]
+            self._collect(phase1, executor, "evaluating" if not tuned_kinds else "tuning + evaluating")
+            phase2: list[_Task] = []
+            for sc in self.scenarios:
+                finals = self._finals(sc)
+                for kind in tuned_kinds:
+                    st = state[(sc.key, kind)]
+                    if kind == "best_fixed_ratio":
+                        inst, rec = tuning.finish_grid(sc, cfg.ratio_grid, st["instances"], tune_seeds, finals)
+                    else:
+                        inst, rec = tuning.finish_regmix(sc, st["mixtures"], st["instances"], tune_seeds,
+                                                         finals, seed=cfg.regmix_seed,
+                                                         regressor=cfg.regmix_regressor)
+                    self.tuning.setdefault(sc.key, {})[kind] = rec
+                    for e in self.entries:
+                        if e.tuned == kind:
+                            e.tuned_instances[sc.key] = inst
+                    phase2 += [_Task(sc, inst, s) for s in seeds]
+            self._collect(phase2, executor, "evaluating tuned baselines")
+            cpu = executor.cpu_seconds()
+            workers_info = executor.workers_info
+            retries = executor.retries
+        finally:
+            executor.close()
+        wall = time.perf_counter() - t0
+        report = self._report(wall, cpu, workers_info, retries)
+        from mixagent.evaluation.report import write_report
+
+        write_report(self.out, report, self.records, self.entries, self.scenarios, plots=cfg.plots)
+        result = EvaluationResult(self.out, report, self.ran, self.cached, wall)
+        if cfg.record_card:
+            from mixagent.evaluation.card import record_cards
+
+            record_cards(report, self.entries, self.out)
+        log.info("evaluation written to %s (%d episodes run, %d from cache, %.1f s)", self.out,
+                 self.ran, self.cached, wall)
+        return result
+
+    def _report(self, wall: float, cpu: float | None, workers_info: list[dict[str, Any]],
+                retries: int) -> dict[str, Any]:
+        from mixagent.evaluation import analysis
+
+        cfg = self.config
+        seeds = list(cfg.seeds)
+        tables = {sc.key: analysis.scenario_table(self.records, self.entries, sc, seeds)
+                  for sc in self.scenarios}
+        eval_keys = {(sc.key, e.instance_for(sc.key).policy_id, s)
+                     for sc in self.scenarios for e in self.entries for s in seeds}
+        label_of = {(sc.key, e.instance_for(sc.key).policy_id): e.label
+                    for sc in self.scenarios for e in self.entries}
+        episodes = [{**self.records[k], "label": label_of[(k[0], k[1])]} for k in sorted(eval_keys)]
+        episode_seconds = sum(float(r.get("wall_seconds", 0.0)) for r in self.records.values())
+        return {
+            "format": REPORT_FORMAT,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "setup": {
+                "config": cfg.model_dump(mode="json"),
+                "scenarios": [sc.to_dict() for sc in self.scenarios],
+                "seeds": seeds, "tune_seeds": list(cfg.tune_seeds), "workers": cfg.workers,
+                "machine": _machine(),
+                "versions": _versions(),
+                "compute": {"wall_seconds": round(wall, 3),
+                            "episode_seconds": round(episode_seconds, 3),
+                            "worker_cpu_seconds": None if cpu is None else round(cpu, 3),
+                            "episodes_total": len(self.records), "episodes_run": self.ran,
+                            "episodes_cached": self.cached, "retries": retries,
+                            "workers": workers_info},
+            },
+            "policies": [e.to_dict() for e in self.entries],
+            "tuning": self.tuning,
+            "results": tables,
+            "win_rates": analysis.win_rates(self.records, self.entries, self.scenarios, seeds),
+            "transfer": analysis.transfer(self.records, self.entries, self.scenarios, seeds, tables),
+            "episodes": episodes,
+        }
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"host": platform.node(), "platform": platform.platform(),
+                            "processor": platform.processor() or platform.machine(),
+                            "cpus": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # torch is a dependency; this only guards odd installs
+        info["cuda"] = None
+    return info
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for p in ("mixagent", "torch", "transformers", "ray"):
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = "not installed"
+    return out

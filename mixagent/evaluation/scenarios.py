@@ -1,0 +1,63 @@
+"""The scenarios of an evaluation: env spec files resolved (cheaply, no training) and identified.
+
+A scenario is known by its env spec's ``name`` (its *key*; ``name@hash`` when two specs share a
+name) and by its env-spec hash (:mod:`mixagent.trajectories.identity`), which keys the episode
+cache: a changed spec or changed data gets new episodes, a renamed or moved one does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from mixagent.errors import ConfigError
+
+
+@dataclass
+class Scenario:
+    key: str
+    name: str
+    path: str
+    spec_hash: str
+    space: Any  # mixagent.policies.base.DomainSpace
+    spec_payload: dict[str, Any]  # what a worker needs to rebuild the env
+
+    @property
+    def num_domains(self) -> int:
+        return int(self.space.num_domains)
+
+    def to_dict(self) -> dict[str, Any]:
+        roles = list(self.space.roles)
+        return {"key": self.key, "name": self.name, "path": self.path, "spec_hash": self.spec_hash,
+                "num_domains": self.num_domains, "num_source": roles.count("source"),
+                "num_target": roles.count("target"), "space": self.space.to_dict()}
+
+
+def load_scenarios(paths: list[str]) -> list[Scenario]:
+    """Resolve every env spec (errors name the file and key); duplicates are listed once."""
+    from mixagent.envs.setup import resolve_spec
+    from mixagent.policies.base import DomainSpace
+    from mixagent.trajectories.identity import resolved_spec_hash
+
+    out: list[Scenario] = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"env spec {p!r} not found; pass an existing env spec YAML with --env "
+                              "(e.g. envs/micro.yaml)")
+        resolved = resolve_spec(path)
+        spec = resolved.spec
+        h = resolved_spec_hash(resolved)
+        if any(s.spec_hash == h for s in out):
+            continue
+        space = DomainSpace.from_env(SimpleNamespace(resolved=resolved))
+        payload = {"spec": spec.model_dump(mode="json"), "origin": spec.origin,
+                   "root": str(spec.root), "spec_hash": h}
+        out.append(Scenario(spec.name, spec.name, str(path), h, space, payload))
+    names = [s.name for s in out]
+    for s in out:
+        if names.count(s.name) > 1:
+            s.key = f"{s.name}@{s.spec_hash[:6]}"
+    return out
