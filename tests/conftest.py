@@ -73,6 +73,28 @@ def micro_spec_file(cache: Path, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def make_micro_spec():
-    """:func:`micro_spec_file` for test modules (each keeps its own cache fixture)."""
-    return micro_spec_file
+def micro_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MIXAGENT_CACHE for every module that runs the micro env: the built-in tiny corpus and
+    the micro base are built once per test session, not once per module."""
+    return tmp_path_factory.getbasetemp() / "micro-cache"
+
+
+@pytest.fixture
+def micro_cache_env(micro_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point MIXAGENT_CACHE at :func:`micro_cache` (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    monkeypatch.setenv("MIXAGENT_CACHE", str(micro_cache))
+
+
+@pytest.fixture(scope="session")
+def micro_spec(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
+    return micro_spec_file(micro_cache, tmp_path_factory.mktemp("spec"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """One MIXAGENT_CACHE for the proxy and env tests of a session (built-in tiny corpus, bases)."""
+    path = tmp_path_factory.getbasetemp() / "proxy-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(path))
+        yield path

@@ -22,6 +22,8 @@ from mixagent.evaluation.worker import TIMING_FIELDS
 
 SEEDS = [1000, 1001, 1002]
 
+pytestmark = pytest.mark.usefixtures("micro_cache_env")
+
 
 # -- statistics -------------------------------------------------------------------------------------
 def test_confidence_interval_matches_student_t():
@@ -91,21 +93,6 @@ def test_config_errors_say_what_to_fix(tmp_path: Path):
 
 # -- on the micro spec ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def eval_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("eval-cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(eval_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MIXAGENT_CACHE", str(eval_cache))
-
-
-@pytest.fixture(scope="module")
-def micro_spec(eval_cache: Path, tmp_path_factory: pytest.TempPathFactory, make_micro_spec) -> Path:
-    return make_micro_spec(eval_cache, tmp_path_factory.mktemp("spec"))
-
-
-@pytest.fixture(scope="module")
 def learned_policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two policy directories: a small random-init agent (tensors) "trained on" another scenario,
     and a saved fixed ratio recorded as trained on micro (learned: it is loaded from a directory)."""
@@ -134,9 +121,9 @@ def _config(micro_spec: Path, pols: dict[str, Path], out: Path, **kw) -> Evaluat
 
 @pytest.fixture(scope="module")
 def report_dir(micro_spec: Path, learned_policies: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
-               eval_cache: Path):
+               micro_cache: Path):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(eval_cache))
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
         out = tmp_path_factory.mktemp("reports") / "micro"
         res = evaluate(_config(micro_spec, learned_policies, out, record_card=True))
     return out, res

@@ -18,32 +18,16 @@ from typer.testing import CliRunner
 
 from mixagent.policies import DomainSpace, MixingAgent, load_policy
 
-REPO = Path(__file__).resolve().parents[1]
-MICRO = REPO / "envs" / "micro.yaml"
 EPISODES = 12
 
-
-@pytest.fixture(scope="session")
-def pol_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pol-cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(pol_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MIXAGENT_CACHE", str(pol_cache))
+pytestmark = pytest.mark.usefixtures("micro_cache_env")
 
 
 @pytest.fixture(scope="session")
-def micro_spec(pol_cache: Path, tmp_path_factory: pytest.TempPathFactory, make_micro_spec) -> Path:
-    """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
-    return make_micro_spec(pol_cache, tmp_path_factory.mktemp("spec"))
-
-
-@pytest.fixture(scope="session")
-def micro_traj(micro_spec: Path, pol_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def micro_traj(micro_spec: Path, micro_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dozen random-walk episodes with 2 branches per step, collected in this process."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(pol_cache))
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
         from mixagent.trajectories import collect
 
         out = tmp_path_factory.mktemp("traj") / "micro-rw"

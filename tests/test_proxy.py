@@ -18,15 +18,6 @@ MICRO = ROOT / "envs" / "micro.yaml"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
-    """One MIXAGENT_CACHE for the proxy tests of a session (built-in tiny corpus, bases)."""
-    path = tmp_path_factory.getbasetemp() / "proxy-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def resolved(cache):
     from mixagent.envs.setup import resolve_spec
 

@@ -27,28 +27,11 @@ from mixagent.trajectories import collect, load
 from mixagent.trajectories.schema import DETERMINISTIC_COLUMNS, SCHEMA_TAG, arrow_schema
 from mixagent.trajectories.storage import TrajectoryError
 
-REPO = Path(__file__).resolve().parents[1]
-MICRO = REPO / "envs" / "micro.yaml"
-
-
-@pytest.fixture(scope="session")
-def traj_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("traj-cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(traj_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MIXAGENT_CACHE", str(traj_cache))
-
-
-@pytest.fixture(scope="session")
-def micro_spec(traj_cache: Path, tmp_path_factory: pytest.TempPathFactory, make_micro_spec) -> Path:
-    """envs/micro.yaml with its data resolved to a built directory (corpus + base built once)."""
-    return make_micro_spec(traj_cache, tmp_path_factory.mktemp("spec"))
+pytestmark = pytest.mark.usefixtures("micro_cache_env")
 
 
 @pytest.fixture(scope="session", params=["micro", "micro+task"])
-def micro_env(request: pytest.FixtureRequest, micro_spec: Path, traj_cache: Path):
+def micro_env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
     """The micro env, and a variant that also scores the math exact-match task (same base)."""
     spec = micro_spec
     if request.param == "micro+task":
@@ -60,7 +43,7 @@ def micro_env(request: pytest.FixtureRequest, micro_spec: Path, traj_cache: Path
         spec = micro_spec.with_name("micro-task.yaml")
         spec.write_text(yaml.safe_dump(d), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(traj_cache))
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
         from mixagent.envs.proxy_env import ProxyCPTEnv
 
         return ProxyCPTEnv(spec, progress=False)
@@ -240,10 +223,10 @@ def test_resume_after_simulated_kill_reproduces_uninterrupted_run(micro_spec: Pa
     assert card["counts"]["episodes"] == 4 and len(card["compute"]["runs"]) == 2
 
 
-def test_resume_after_real_sigkill(micro_spec: Path, tmp_path: Path, traj_cache: Path):
+def test_resume_after_real_sigkill(micro_spec: Path, tmp_path: Path, micro_cache: Path):
     full, part = tmp_path / "full", tmp_path / "killed"
     _collect(micro_spec, full, 5, seed=3)
-    env = {**os.environ, "MIXAGENT_CACHE": str(traj_cache)}
+    env = {**os.environ, "MIXAGENT_CACHE": str(micro_cache)}
     cmd = [sys.executable, "-m", "mixagent.cli.main", "collect", str(micro_spec), "--out",
            str(part), "--episodes", "400", "--seed", "3", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
