@@ -36,6 +36,7 @@ from mixagent.envs.spec import ObservationSpec, RewardSpec
 from mixagent.errors import ConfigError
 from mixagent.utils.io import file_lock, sha256_json, write_json_atomic
 from mixagent.utils.paths import cache_dir
+from mixagent.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,8 @@ def ensure_base_model(data: Any, field_name: str, spec: BaseModelSpec, seed: int
 # -- CPT runs ------------------------------------------------------------------------------------
 def _progress_hook(label: str, max_steps: int, progress: bool | None) -> Callable[[Any], None]:
     """Replace the Trainer's progress bar (which prints every log dict: 19 weights per decision)
-    with one compact bar showing the training loss and the latest balanced score."""
-    from tqdm.auto import tqdm
+    with one compact bar showing the training loss and the latest balanced score (log lines about
+    every tenth of the run when the output is not a terminal)."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -268,8 +269,8 @@ def _progress_hook(label: str, max_steps: int, progress: bool | None) -> Callabl
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.is_world_process_zero:
-                disable = None if progress is None else not progress
-                self.bar = tqdm(total=max_steps, desc=f"CPT {label}", unit="step", disable=disable)
+                self.bar = Progress(max_steps, f"CPT {label}", "step", progress=progress, logger=log,
+                                    log_every=max(1, max_steps // 10))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.bar is not None:

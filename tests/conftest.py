@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,44 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MIXAGENT_CACHE", str(path))
         yield path
+
+
+# -- production CPT (tests/test_cpt*.py) ------------------------------------------------------------
+CPT_SEQ = 32
+
+
+@pytest.fixture(scope="session")
+def model_dir(synthetic_datadir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised micro Llama with the synthetic data directory's tokenizer."""
+    from mixagent.cpt.model import init_model_dir
+    from mixagent.data.manifest import DataDir
+
+    return init_model_dir(DataDir(synthetic_datadir), tmp_path_factory.mktemp("m") / "model",
+                          "micro", CPT_SEQ, seed=0)
+
+
+def cpt_config(data: Path, model: Path, out: Path, **kw: Any) -> Any:
+    """A CPTConfig small enough for a test (seconds): tiny batches, 2 held-out sequences per
+    domain, no plot and no tqdm; ``kw`` overrides any field."""
+    from mixagent.cpt.config import CPTConfig
+
+    base: dict[str, Any] = dict(model=str(model), data=str(data), policy="baseline:uniform",
+                                out=str(out), max_steps=12, reweight_every=3, seq_len=CPT_SEQ,
+                                per_device_batch_size=2, logging_steps=1, learning_rate=1e-3,
+                                eval={"sequences_per_domain": 2, "batch_size": 16},
+                                plot=False, trainer_args={"disable_tqdm": True})
+    base.update(kw)
+    return CPTConfig(**base)
+
+
+def stop_at(step: int) -> Any:
+    """A Trainer callback that simulates a killed run: training stops after ``step`` (the
+    checkpoint there is written first)."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= step:
+                control.should_training_stop = True
+
+    return StopAt()

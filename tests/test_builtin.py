@@ -234,6 +234,24 @@ def test_rebuild_reuses_an_up_to_date_corpus(
     assert {p: p.stat().st_mtime_ns for p in builtin_tiny.rglob("*") if p.is_file()} == stamps
 
 
+def test_reuse_removes_a_killed_builds_leftover(
+    builtin_tiny: Path, builtin_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build killed mid-way leaves ``.builtin-tiny.building-HOST-PID-...``; reusing the corpus
+    afterwards must remove it (only a dead owner's), not just a later rebuild."""
+    import socket
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MIXAGENT_CACHE", str(builtin_cache))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is certainly gone
+    leftover = builtin_tiny.parent / f".{builtin_tiny.name}.building-{socket.gethostname()}-{proc.pid}-x1"
+    (leftover / "_extract").mkdir(parents=True)
+    assert build_builtin(size="tiny", seed=0) == builtin_tiny
+    assert not leftover.exists()
+
+
 def test_seed_or_size_change_the_content_hash() -> None:
     base = builtin_content_hash(plan_builtin("tiny", 0))
     assert builtin_content_hash(plan_builtin("tiny", 0)) == base

@@ -13,34 +13,22 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from conftest import CPT_SEQ as SEQ
+from conftest import cpt_config, stop_at
 from transformers import TrainerCallback
 
 from mixagent.cpt.config import CPTConfig
 from mixagent.cpt.dataset import make_sampler, replay
-from mixagent.cpt.model import init_model_dir
 from mixagent.cpt.report import PLOT_NAME, SUMMARY_NAME
 from mixagent.cpt.run import run_cpt
 from mixagent.cpt.state import load_state
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
 
-SEQ = 32
-
-
-@pytest.fixture(scope="module")
-def model_dir(synthetic_datadir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return init_model_dir(DataDir(synthetic_datadir), tmp_path_factory.mktemp("m") / "model",
-                          "micro", SEQ, seed=0)
-
 
 def _config(data: Path, model: Path, out: Path, **kw: Any) -> CPTConfig:
-    base: dict[str, Any] = dict(model=str(model), data=str(data), policy="baseline:uniform",
-                                out=str(out), max_steps=12, reweight_every=3, seq_len=SEQ,
-                                per_device_batch_size=2, logging_steps=1, learning_rate=1e-3,
-                                eval={"sequences_per_domain": 2, "batch_size": 16},
-                                plot=False, trainer_args={"disable_tqdm": True})
-    base.update(kw)
-    return CPTConfig(**base)
+    """12 steps, a decision every 3 (uniform unless overridden)."""
+    return cpt_config(data, model, out, **kw)
 
 
 class Recorder(TrainerCallback):
@@ -52,17 +40,6 @@ class Recorder(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:
         self.logs.append({**(logs or {}), "step": state.global_step})
-
-
-class StopAt(TrainerCallback):
-    """Simulates a killed run: stop after ``step`` (the checkpoint there is written first)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_baseline_run_completes_and_logs_weights(synthetic_datadir: Path, model_dir: Path,
@@ -99,7 +76,7 @@ def test_resume_reproduces_uninterrupted_run(synthetic_datadir: Path, model_dir:
     part_ids: list[int] = []
     out = tmp_path / "parts"
     run_cpt(_config(synthetic_datadir, model_dir, out, policy=policy, save_steps=6),
-            callbacks=[StopAt(6)], on_read=lambda ids: part_ids.extend(ids.tolist()))
+            callbacks=[stop_at(6)], on_read=lambda ids: part_ids.extend(ids.tolist()))
     saved = load_state(out / "checkpoint-6")
     assert saved.consumed == 6 * 2 and saved.global_step == 6
     rest_ids: list[int] = []

@@ -378,6 +378,82 @@ def test_cluster_domains_separate_topics_and_record_top_terms(project):
     assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == shards
 
 
+def _cluster_cfg(**cluster: Any) -> dict[str, Any]:
+    cfg = base_config()
+    cfg["fields"]["math"]["inputs"][0]["domain"] = {"cluster": {"k": 2, "top_terms": 5, **cluster}}
+    return cfg
+
+
+def test_info_prints_each_clusters_top_terms(project):
+    from typer.testing import CliRunner
+
+    from mixagent.cli.main import app
+
+    root, _ = project
+    out = build_data_dir(write_config(root, _cluster_cfg()), root / "out")
+    res = CliRunner().invoke(app, ["data", "info", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    lines = {ln.split(": ")[0].strip(): ln.split(": ", 1)[1] for ln in res.output.splitlines()
+             if ln.startswith("  math/cluster-")}
+    assert set(lines) == {"math/cluster-0", "math/cluster-1"}
+    kinds = set()
+    for terms in lines.values():  # each cluster's terms come from one topic's words
+        (kind,) = {k for k in ("algebra", "geometry") if set(terms.split(", ")) <= set(VOCABS[k])}
+        kinds.add(kind)
+    assert kinds == {"algebra", "geometry"}
+    clusters = DataDir(out).manifest.provenance["clusters"]["fields.math.inputs[0]"]
+    assert clusters["domains"] == ["math/cluster-0", "math/cluster-1"]
+
+
+def test_clusters_can_be_named_and_names_are_validated(project):
+    root, _ = project
+    plain = build_data_dir(write_config(root, _cluster_cfg()), root / "plain")
+    plain_terms = DataDir(plain).manifest.provenance["clusters"]["fields.math.inputs[0]"]
+    out = build_data_dir(write_config(root, _cluster_cfg(names=["first", "second"])), root / "out")
+    dd = DataDir(out)
+    assert [d.name for d in dd.domains_of_field("math")] == ["math/first", "math/second"]
+    clusters = dd.manifest.provenance["clusters"]["fields.math.inputs[0]"]
+    assert clusters["domains"] == ["math/first", "math/second"]
+    assert clusters["top_terms"] == plain_terms["top_terms"]  # naming changes no clustering
+    for i, name in enumerate(["first", "second"]):
+        assert dd.tokens(f"math/{name}").tobytes() == DataDir(plain).tokens(
+            f"math/cluster-{i}").tobytes()
+        assert "top terms: " in dd.domain(f"math/{name}").description
+    # a partial mapping names some clusters; the others keep '<prefix>-<i>'
+    out2 = build_data_dir(write_config(root, _cluster_cfg(names={1: "second"})), root / "out2")
+    assert [d.name for d in DataDir(out2).domains_of_field("math")] == [
+        "math/cluster-0", "math/second"]
+    # names do not change the content hash when absent: old outputs stay valid
+    base = plan_build(BuildConfig.model_validate(_cluster_cfg()), root).content_hash
+    spelled = plan_build(BuildConfig.model_validate(_cluster_cfg(names=None)), root).content_hash
+    assert base == spelled != plan_build(
+        BuildConfig.model_validate(_cluster_cfg(names=["a", "b"])), root).content_hash
+
+    bad = [
+        ({"names": ["only-one"]}, "1 names for k=2"),
+        ({"names": ["same", "same"]}, "distinct"),
+        ({"names": ["ok", "has/slash"]}, "has/slash"),
+        ({"names": ["ok", ""]}, "must start with a letter"),
+        ({"names": {2: "x"}}, r"indices \[2\] outside 0\.\.1"),
+    ]
+    for cluster, message in bad:
+        with pytest.raises(ConfigError, match="names") as err:
+            build_data_dir(write_config(root, _cluster_cfg(**cluster)), root / "bad")
+        assert __import__("re").search(message, str(err.value)), str(err.value)
+    cfg = _cluster_cfg(names=["proofs", "b"])
+    cfg["fields"]["math"]["inputs"].append(
+        {"path": "corpora/web-1.jsonl", "domain": {"constant": "proofs"}})
+    with pytest.raises(ConfigError, match="'proofs' is also a cluster"):
+        build_data_dir(write_config(root, cfg), root / "bad")
+    assert not (root / "bad").exists()
+    # a column value that lands on a cluster's domain would merge them silently: an error
+    cfg = _cluster_cfg(names=["hist", "b"])
+    cfg["fields"]["math"]["inputs"].append(
+        {"path": "corpora/web-1.jsonl", "domain": {"column": "topic"}})
+    with pytest.raises(DataError, match="'math/hist' is also a cluster"):
+        build_data_dir(write_config(root, cfg), root / "bad")
+
+
 def test_two_clustered_inputs_in_a_field_need_distinct_prefixes(project):
     root, _ = project
     cfg = base_config()
@@ -748,6 +824,147 @@ def test_every_document_lands_once(tmp_path_factory, shared_tokenizer, texts, pa
     train, ev = decode_split(dd, "f/all", "train"), decode_split(dd, "f/all", "eval")
     assert Counter(train) + Counter(ev) == Counter(kept)
     assert not set(train) & set(ev)
+
+
+
+# -- held-out size ---------------------------------------------------------------------------------
+def test_default_eval_fraction_gives_every_domain_a_held_out_document_and_warns(project, caplog):
+    """At the default eval_fraction (0.05), 'web/hist' (40 documents) holds out none by hash and
+    'web/docs' one: the build gives each at least one (min_eval_documents: 1) and warns that
+    such a held-out set is too small to score reliably."""
+    from mixagent.data.writer import reliable_eval_tokens
+
+    root, _ = project
+    cfg = base_config(min_sequence_tokens=64)  # warns below 4 x 64 held-out tokens
+    del cfg["eval_fraction"]
+    with caplog.at_level(logging.WARNING, logger="mixagent.data.writer"):
+        out = build_data_dir(write_config(root, cfg), root / "out")
+    dd = DataDir(out)
+    assert dd.domain("web/hist").eval_documents == 1
+    assert dd.manifest.provenance["eval_topped_up"] == {"web/hist": 1}
+    warned = [r.getMessage() for r in caplog.records if "too few to score" in r.getMessage()]
+    small = [d for d in dd.domains if d.eval_tokens < reliable_eval_tokens(64)]
+    assert {d.name for d in small} >= {"web/hist", "web/docs"}
+    assert len(warned) == len(small) and all("min_eval_tokens" in m for m in warned)
+    assert any("'web/hist' has only" in m and "(1 documents)" in m for m in warned)
+
+
+def test_min_eval_tokens_tops_up_each_domain_deterministically(project, caplog):
+    from mixagent.data.writer import split_key
+
+    root, docs = project
+    cfg = base_config(eval_fraction=0.05, min_eval_tokens=200)
+    with caplog.at_level(logging.WARNING, logger="mixagent.data.writer"):
+        out = build_data_dir(write_config(root, cfg), root / "out")
+    assert not [r for r in caplog.records if "too few to score" in r.getMessage()]
+    dd = DataDir(out)
+    topped = dd.manifest.provenance["eval_topped_up"]
+    assert set(topped) == {"web/hist", "web/docs"}  # math/all held out 200+ tokens by hash
+    everything = {"web/hist": docs["web/hist"], "web/docs": docs["web/docs"],
+                  "math/all": docs["algebra"] + docs["geometry"]}
+    for name, texts in everything.items():
+        d = dd.domain(name)
+        assert d.eval_tokens >= 200 and d.train_tokens >= 32
+        train, ev = decode_split(dd, name, "train"), decode_split(dd, name, "eval")
+        assert (d.train_documents, d.eval_documents) == (len(train), len(ev))
+        assert Counter(train) + Counter(ev) == Counter(texts)  # nothing lost or doubled
+        # the held-out set is the documents with the smallest split keys: a per-domain fraction
+        assert max(map(split_key, ev)) < min(map(split_key, train))
+        # minimal: without its last (largest-key) document the held-out set would be too small
+        last = max(ev, key=split_key)
+        assert name not in topped or d.eval_tokens - len(dd.tokenizer(last)["input_ids"]) - 1 < 200
+    shards = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
+    build_data_dir(write_config(root, cfg), out, force=True)
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == shards
+
+    # a domain too small to give both held-out and training data is a clear error
+    with pytest.raises(DataError, match="too small for both a held-out set of min_eval_tokens"
+                                        r"=100000.*lower\s+min_eval_tokens"):
+        build_data_dir(write_config(root, base_config(min_eval_tokens=100_000)), root / "big")
+    assert not (root / "big").exists()
+
+
+
+# -- killed builds ---------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    proc = __import__("subprocess").Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_build_leaves_a_temp_folder_the_next_build_removes(project, caplog):
+    """A ``data build`` SIGKILLed mid-way leaves ``.out.building-...``; the next build removes it,
+    but never the temporary folder of a build that is still running."""
+    import signal
+    import subprocess
+
+    root, _ = project
+    cfg = write_config(root, base_config())
+    out = build_data_dir(cfg, root / "out")
+    good = _fingerprint(out)
+    code = (
+        "import sys, time\n"
+        "from mixagent.data import writer\n"
+        "from mixagent.data.build import build_data_dir\n"
+        "def finish(self, *a, **k):\n"
+        "    print('finishing', flush=True)\n"
+        "    time.sleep(600)\n"
+        "writer.DataDirWriter.finish = finish\n"
+        "build_data_dir(sys.argv[1], sys.argv[2], force=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cfg), str(out)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "finishing"  # shards written, not yet renamed
+        (running,) = [p for p in leftovers(root) if ".building-" in p]
+        # a build next to a running one leaves the running one's folder alone
+        build_data_dir(cfg, out, force=True)
+        assert leftovers(root) == [running]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert leftovers(root) == [running]  # what the kill left behind
+    with caplog.at_level(logging.WARNING, logger="mixagent.utils.io"):
+        build_data_dir(cfg, out)  # up to date: reused, and still cleans up
+    assert leftovers(root) == []
+    assert any(running in r.getMessage() and "process gone" in r.getMessage()
+               for r in caplog.records)
+    assert _fingerprint(out).keys() == good.keys()
+    DataDir(out)
+
+
+def test_stale_temp_folders_only_of_dead_local_owners_are_removed(tmp_path, caplog):
+    import socket
+
+    from mixagent.utils.io import atomic_directory, remove_stale_temporaries
+
+    final = tmp_path / "thing"
+    host = socket.gethostname()
+    dead, alive = _dead_pid(), os.getpid()
+    stale = tmp_path / f".thing.building-{host}-{dead}-abc123_x"
+    live = tmp_path / f".thing.building-{host}-{alive}-abc123_y"
+    foreign = tmp_path / f".thing.building-some-other-host-{dead}-abc123_z"
+    legacy = tmp_path / ".thing.building-k2j4h5g6"  # an older mixagent: no owner recorded
+    other = tmp_path / f".other.building-{host}-{dead}-abc123_w"
+    for p in (stale, live, foreign, legacy, other):
+        (p / "sub").mkdir(parents=True)
+    # the previous output, moved aside by a writer killed before its new output was in place:
+    # put back, never deleted
+    old = tmp_path / f".thing.old-{host}-{dead}-abc123_v"
+    old.mkdir()
+    (old / "data.txt").write_text("previous good output")
+    with caplog.at_level(logging.WARNING, logger="mixagent.utils.io"):
+        assert remove_stale_temporaries(final) == [stale]
+    assert (final / "data.txt").read_text() == "previous good output" and not old.exists()
+    assert all(p.exists() for p in (live, foreign, legacy, other))
+    assert any("restored" in r.getMessage() for r in caplog.records)
+    # with the output in place, a dead writer's '.old-' folder is removed
+    old.mkdir()
+    with atomic_directory(final, replace=True) as tmp:
+        (tmp / "data.txt").write_text("new")
+    assert not old.exists() and (final / "data.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (final, live, foreign, legacy, other))
 
 
 # -- CLI -------------------------------------------------------------------------------------------

@@ -241,6 +241,125 @@ def test_record_card_writes_provenance_and_renders_it(report_dir, learned_polici
     assert best_fixed_ratio(cfg, "micro") == (grid["best"], "provenance.evaluation.scenarios[0].best_fixed_ratio")
 
 
+def test_mistyped_policy_path_in_evaluate_says_it_does_not_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 learned_policies: dict[str, Path]):
+    """Issue 15 #8, in the evaluation's own spec parser: the same messages as resolve_policy."""
+    from mixagent.evaluation.policies import parse_policy
+
+    monkeypatch.chdir(learned_policies["ratio"].parent)
+    for spec in ("ratoi", "./ratoi", "policy:ratoi", str(tmp_path / "agnet")):
+        with pytest.raises(ConfigError, match="does not exist") as err:
+            parse_policy(spec)
+        assert "unknown baseline" not in str(err.value)
+    with pytest.raises(ConfigError, match="write policy:ratio"):
+        parse_policy("baseline:ratio")
+    with pytest.raises(ConfigError, match="did you mean baseline:best_fixed_ratio"):
+        parse_policy("baseline:best_fixed_ration")
+
+
+@pytest.fixture(scope="module")
+def plain_run(micro_spec: Path, learned_policies: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+              micro_cache: Path):
+    """One in-process evaluation with nothing tuned, progress left to auto-detect (off a terminal),
+    on a copy of the micro spec that asks for 2 threads, while the caller runs 2 threads.
+
+    Returns the result, the log messages of the evaluation, and the caller's thread count after."""
+    import logging
+
+    import torch
+
+    import mixagent.utils.progress as progress_mod
+
+    spec = yaml.safe_load(micro_spec.read_text())
+    spec["runtime"] = {"device": "cpu", "num_threads": 2}
+    folder = tmp_path_factory.mktemp("spec2")
+    (folder / "micro.yaml").write_text(yaml.safe_dump(spec))
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler, logger = Keep(level=logging.INFO), logging.getLogger("mixagent.evaluation")
+    before_threads, before_level = torch.get_num_threads(), logger.level
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
+        mp.delenv("MIXAGENT_NUM_THREADS", raising=False)
+        mp.setattr(progress_mod, "is_terminal", lambda stream: False)  # as when piped to a log
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        torch.set_num_threads(2)
+        try:
+            res = evaluate(envs=[str(folder / "micro.yaml")], out=str(tmp_path_factory.mktemp("plain") / "r"),
+                           policies=["baseline:uniform", "baseline:target_only", str(learned_policies["agent"]),
+                                     f"policy:{learned_policies['ratio']}"],
+                           seeds=[1000, 1001], workers=1, plots=False)
+            after = torch.get_num_threads()
+            leaked = "MIXAGENT_NUM_THREADS" in __import__("os").environ
+        finally:
+            torch.set_num_threads(before_threads)
+            logger.removeHandler(handler)
+            logger.setLevel(before_level)
+    return res, messages, after, leaked
+
+
+def test_evaluate_logs_a_line_per_episode_off_a_terminal(plain_run):
+    """Issue 15 #14: piped to a log, ``mixagent evaluate`` says something per finished episode
+    (policy, scenario, seed, score), not nothing for minutes."""
+    res, messages, _, _ = plain_run
+    lines = [m for m in messages if m.startswith("evaluating:") and "balanced" in m]
+    assert len(lines) == 4 * 2 == res.episodes_run
+    for label in ("uniform", "target_only", "tiny-agent", "micro-ratio"):
+        for seed in (1000, 1001):
+            assert any(f"{label} on micro seed {seed}: balanced" in m for m in lines), (label, seed)
+    assert any("evaluating: done, 8/8 episodes" in m for m in messages)
+
+
+def test_report_states_field_shares_and_what_uniform_means(plain_run):
+    """Issue 15 #17: each policy's source:target share is in report.json and report.md, and the
+    report says that uniform is uniform over domains (its source share follows the counts)."""
+    res, _, _, _ = plain_run
+    rep = json.loads(res.report_json.read_text())
+    sc = rep["setup"]["scenarios"][0]
+    rows = {r["policy"]: r for r in rep["results"]["micro"]}
+    uni = rows["uniform"]["field_shares"]
+    assert uni["source"] == pytest.approx(sc["num_source"] / sc["num_domains"])
+    assert uni["source"] + uni["target"] == pytest.approx(1.0) and len(uni["source_per_seed"]) == 2
+    assert rows["target_only"]["field_shares"]["source"] == pytest.approx(0.0)
+    assert rows["micro-ratio"]["field_shares"]["source"] == pytest.approx(0.35)
+    assert "uniform over domains" in rep["notes"]["uniform"]
+    md = res.report_md.read_text()
+    assert "| share (source : target) |" in md and f"| {uni['source']:.2f} : {uni['target']:.2f} |" in md
+    assert f"source share {sc['num_source']}/{sc['num_domains']}" in md and "uniform over **domains**" in md
+
+
+def test_report_md_pairs_each_learned_policy_with_every_baseline(plain_run):
+    """Issue 15 #19: no tuning seeds listed when nothing was tuned; every learned policy's paired
+    difference ± CI and win rate against every baseline (not just the best), per scenario."""
+    res, _, _, _ = plain_run
+    md = res.report_md.read_text()
+    assert "tuning seeds" not in md.lower()
+    per = res.report["win_rates"]["per_scenario"]
+    assert len(per) == 2 * 2
+    for w in per:
+        d = w["diff"]
+        row = (f"| {w['learned']} | {w['baseline']} | {d['mean']:+.5f} ± {d['half_width']:.5f} | "
+               f"{100 * w['win_rate']:.0f}% ({w['wins']}W {w['ties']}T {w['losses']}L) | {w['verdict']} |")
+        assert row in md, row
+
+
+def test_threads_recorded_where_episodes_run(plain_run):
+    """Issue 15 #20: with one in-process worker the proxies run on the documented share (1 thread
+    for cpus_per_worker 1, over the spec's 2 and the caller's 2), the report records the count
+    the episodes ran with, and the caller's process keeps its own thread count."""
+    res, _, after, leaked = plain_run
+    comp = res.report["setup"]["compute"]
+    assert comp["workers"][0]["threads"] == 1 and comp["threads_applied"] == [1]
+    assert comp["threads_per_worker"] == 1
+    assert after == 2 and not leaked
+    assert "1 × 1 torch thread(s) each" in res.report_md.read_text()
+
+
 def test_cli_with_config_file_and_flag_overrides(micro_spec: Path, tmp_path: Path):
     from typer.testing import CliRunner
 

@@ -246,6 +246,24 @@ def test_policy_dir_spec_and_format_checks(tmp_path):
         load_policy(tmp_path / "bad")
 
 
+def test_mistyped_policy_path_is_not_called_an_unknown_baseline(tmp_path, monkeypatch):
+    """Issue 15 #8: a path without ``policy:`` that does not exist says so (not "unknown
+    baseline '/path'"); a policy directory named as a baseline is pointed to ``policy:PATH``."""
+    monkeypatch.chdir(tmp_path)
+    FixedRatio(source=0.3).save(tmp_path / "pols" / "ratio")
+    for spec in (str(tmp_path / "pols" / "ratoi"), "pols/ratoi", "policy:pols/ratoi"):
+        with pytest.raises(ConfigError, match="does not exist") as err:
+            resolve_policy(spec)
+        assert "unknown baseline" not in str(err.value) and "pols" in str(err.value)
+    with pytest.raises(ConfigError, match="write policy:pols/ratio"):
+        resolve_policy("baseline:pols/ratio")
+    with pytest.raises(ConfigError, match="policy:pols/ratio"):
+        resolve_policy("pols/ratio/config.json")  # a file inside a policy directory
+    with pytest.raises(ConfigError, match=r"did you mean baseline:uniform\?"):
+        resolve_policy("unifrom")  # a plain word is still checked against the baseline names
+    assert isinstance(resolve_policy("pols/ratio"), FixedRatio)
+
+
 def test_agent_directory_holds_no_pickle(tmp_path):
     _agent("pool", True).save(tmp_path / "a")
     assert sorted(f.name for f in (tmp_path / "a").iterdir()) == ["README.md", "config.json",

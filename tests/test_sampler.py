@@ -162,13 +162,16 @@ def test_domain_subset(data):
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
-        ([float("nan"), 1, 1, 1], "NaN or inf"),
-        ([float("inf"), 1, 1, 1], "NaN or inf"),
+        ([float("nan"), 1, 1, 1], "NaN at positions"),
+        ([float("inf"), 1, 1, 1], "inf at positions"),
         ([-0.1, 0.5, 0.3, 0.3], "non-negative"),
-        ([0.5, 0.5], "expected 4"),
-        ([[0.25] * 4], "expected 4"),
+        ([0.5, 0.5], r"expected \(4,\)"),
+        ([[0.25] * 4], r"expected \(4,\)"),
         ([0, 0, 0, 0], "all zero"),
-        (["a", 1, 1, 1], "list of 4 numbers"),
+        (["a", 1, 1, 1], "4 real numbers"),
+        (["0.25"] * 4, "not strings"),  # numeric text is not silently parsed
+        ([0.25 + 1j, 0.25, 0.25, 0.25], "complex"),  # nor is an imaginary part dropped
+        (np.array([True, True, False, True]), "4 real numbers"),
     ],
 )
 def test_bad_weights_are_clear_errors(data, weights, message):
@@ -184,6 +187,13 @@ def test_bad_weights_are_clear_errors(data, weights, message):
 def test_unnormalised_weights_are_rescaled(data):
     s = MixtureSampler(data, SEQ, [3, 1, 0, 0])
     np.testing.assert_allclose(s.weights, [0.75, 0.25, 0, 0])
+
+
+def test_huge_finite_weights_do_not_overflow_to_zero():
+    """``[1e308] * 4`` sums to inf; the check must rescale instead of returning zeros."""
+    np.testing.assert_allclose(validate_weights([1e308, 1e308, 0, 1e308], 4), [1 / 3, 1 / 3, 0, 1 / 3])
+    w = [0.2, 0.3, 0.1, 0.4]  # normal inputs keep exactly the old arithmetic (w / sum)
+    assert validate_weights(w, 4).tolist() == (np.asarray(w) / np.sum(w)).tolist()
 
 
 def test_domain_shorter_than_a_sequence_is_a_clear_error(data):

@@ -126,6 +126,18 @@ def test_collect_in_process_schema_card_and_loader_round_trip(micro_spec: Path, 
     assert back.table.equals(ts.table)
 
 
+def test_collect_logs_a_line_per_episode_off_a_terminal(micro_spec: Path, tmp_path: Path, caplog):
+    """Piped to a log (``progress=None``, stderr not a terminal), a collection that runs for hours
+    must say something per episode, not stay silent until the end."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="mixagent.trajectories.collection"):
+        collect(env_spec=str(micro_spec), out=str(tmp_path / "c"), episodes=2, seed=1, progress=None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("collecting")]
+    assert any("1/2 episodes" in m and "episode 0: 3 transitions" in m for m in lines), lines
+    assert any(m.startswith("collecting: done, 2/2 episodes") for m in lines), lines
+
+
 def test_branching_records_k_transitions_per_step(micro_spec: Path, tmp_path: Path):
     out = tmp_path / "branch"
     r = _collect(micro_spec, out, 2, seed=1, branch={"k": 3, "select": "best"})
@@ -297,6 +309,40 @@ def test_collect_refuses_foreign_or_unrelated_folders(micro_spec: Path, tmp_path
         _collect(micro_spec, other, 1)
     with pytest.raises(ConfigError, match="unknown explorer"):
         _collect(micro_spec, tmp_path / "x", 1, explorers=["nope"])
+
+
+def test_second_collect_on_a_busy_folder_refuses_and_a_dead_holder_does_not_block(
+        micro_spec: Path, tmp_path: Path):
+    from mixagent.trajectories.storage import LOCK_FILE, CollectionBusyError, collection_lock
+
+    out = tmp_path / "busy"
+    # a run in this process holds the folder (flock conflicts across open files, even in-process)
+    with collection_lock(out):
+        with pytest.raises(CollectionBusyError, match=rf"another collection run \(pid {os.getpid()}"):
+            _collect(micro_spec, out, 1)
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE]  # the refused run wrote nothing
+    assert not out.exists() or not any(out.iterdir())  # released: the lock file is gone
+    _collect(micro_spec, out, 1, seed=2)
+    assert not (out / LOCK_FILE).exists()
+
+    # another process holds it (two --resume runs): refused, naming that process; once it is
+    # SIGKILLed its lock file stays behind but no longer blocks
+    code = ("import sys, time; from pathlib import Path; "
+            "from mixagent.trajectories.storage import collection_lock\n"
+            "with collection_lock(Path(sys.argv[1])):\n"
+            "    print('locked', flush=True); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(CollectionBusyError, match=rf"\(pid {proc.pid} on .*wait for it.*--out"):
+            _collect(micro_spec, out, 2, seed=2, resume=True)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / LOCK_FILE).exists()
+    r = _collect(micro_spec, out, 2, seed=2, resume=True)
+    assert r.skipped == [0] and r.collected == [1]
+    assert not (out / LOCK_FILE).exists()
 
 
 # -- Ray -------------------------------------------------------------------------------------------

@@ -79,13 +79,15 @@ def cpt_cmd(
     task: list[str] = typer.Option([], "--task", help="A task set of the data directory to score (repeatable)."),
     report_to: str = typer.Option("none", "--report-to", help="Trainer integrations, e.g. tensorboard."),
     trainer_arg: list[str] = typer.Option([], "--trainer-arg", help="Any TrainingArguments KEY=VALUE (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in --out (under the same settings)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the previous run's outputs in --out (checkpoints, summary, plot, final model) and start over; refused if --out holds other files."),
 ) -> None:
     """Continually pre-train a model with a mixing policy setting the domain weights.
 
     Every --reweight-every steps the policy sees held-out per-domain losses (as in the proxy
     environment) and sets new weights. Checkpoints carry the mixture state; --resume continues
-    exactly. Writes mixagent_cpt_summary.json and mixture_weights.png into --out.
+    exactly. Writes mixagent_cpt_summary.json and mixture_weights.png into --out. An --out that
+    already holds a run needs --resume (continue it) or --overwrite (start over).
     """
     from mixagent.cpt.config import CPTConfig
     from mixagent.cpt.run import run_cpt
@@ -98,7 +100,7 @@ def cpt_cmd(
                     save_total_limit=save_total_limit, logging_steps=logging_steps, seed=seed,
                     eval={"sequences_per_domain": eval_sequences, "batch_size": 32,
                           "tasks": [{"name": t} for t in task]},
-                    report_to=_split(report_to) or ["none"], resume=resume,
+                    report_to=_split(report_to) or ["none"], resume=resume, overwrite=overwrite,
                     trainer_args=_trainer_args(trainer_arg))
     report = run_cpt(cfg)
     final = report.get("final")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,8 +25,9 @@ _BUILD_HELP = (
 def build(
     config: Path = typer.Argument(
         ...,
-        help="Build config (YAML): name, tokenizer, eval_fraction, min_sequence_tokens, seed and "
-        "fields (each with role source|target and inputs). See docs/DATA.md.",
+        help="Build config (YAML): name, tokenizer, eval_fraction, min_eval_tokens, "
+        "min_sequence_tokens, seed and fields (each with role source|target and inputs). See "
+        "docs/DATA.md.",
     ),
     out: Path = typer.Option(
         ...,
@@ -45,8 +47,27 @@ def build(
 
 @app.command("info")
 def info(data_dir: Path = typer.Argument(..., help="A data directory made by 'mixagent data build' or 'data builtin'.")) -> None:
-    """Print a table of the domains, their fields and token counts."""
+    """Print a table of the domains, their fields and token counts, and each cluster's top terms."""
     print_summary(data_dir)
+
+
+def cluster_terms(manifest: Any) -> dict[str, list[str]]:
+    """Top terms of every clustered domain, by domain name.
+
+    They are what tells a person what ``math/cluster-3`` holds (and what to name it with
+    ``cluster.names``). Read from the manifest's provenance; a manifest written before it listed
+    the clusters' domains falls back to the domain descriptions.
+    """
+    terms: dict[str, list[str]] = {}
+    for entry in (manifest.provenance.get("clusters") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("domains"), list):
+            terms.update(zip(entry["domains"], entry.get("top_terms") or [], strict=False))
+    marker = "(k-means on tf-idf); top terms: "
+    for d in manifest.domains:
+        if d.name not in terms and marker in d.description:
+            listed = d.description.split(marker, 1)[1]
+            terms[d.name] = [] if listed.startswith("(") else listed.split(", ")
+    return {d.name: terms[d.name] for d in manifest.domains if d.name in terms}
 
 
 def print_summary(data_dir: Path) -> None:
@@ -68,6 +89,11 @@ def print_summary(data_dir: Path) -> None:
     console.print(f"tokenizer: {m.tokenizer.kind}, vocab {m.tokenizer.vocab_size}, hash {m.tokenizer.hash[:12]}  |  dtype {m.dtype}  |  content hash {m.content_hash[:12]}")
     for t in m.tasks:
         console.print(f"task {t.name!r} ({t.kind}, field {t.field}): {t.count} examples")
+    clusters = cluster_terms(m)
+    if clusters:
+        console.print("clusters (top terms; name them with 'names' in the cluster config):")
+        for name, words in clusters.items():
+            console.print(f"  {name}: {', '.join(words) or '(no distinctive terms)'}", markup=False, highlight=False)
 
 
 @app.command("builtin")

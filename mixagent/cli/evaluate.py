@@ -30,7 +30,9 @@ def evaluate_cmd(
                                            "scenario for regmix (default 24, at least 8)."),
     workers: int | None = typer.Option(None, "--workers", "-w", help="Parallel workers (Ray actors); 1 "
                                        "runs in this process without Ray (default 1)."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch threads per worker."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads per worker, in-process "
+                                       "(--workers 1) too (default: $MIXAGENT_NUM_THREADS, else "
+                                       "--cpus-per-worker, i.e. 1)."),
     cpus_per_worker: float | None = typer.Option(None, "--cpus-per-worker", help="Ray CPUs per worker."),
     gpus_per_worker: float | None = typer.Option(None, "--gpus-per-worker", help="Ray GPUs per worker."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (else RAY_ADDRESS, "
@@ -38,8 +40,10 @@ def evaluate_cmd(
     record_card: bool | None = typer.Option(None, "--record-card/--no-record-card", help="Write the "
                                             "results into each learned policy's config.json and README card."),
     plots: bool | None = typer.Option(None, "--plots/--no-plots", help="Write PNG plots (default on)."),
-    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress bar "
-                                         "(default: on a terminal)."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress: by default "
+                                         "a bar on a terminal, else (output to a log) a log line per "
+                                         "finished episode; --progress forces the bar, --no-progress "
+                                         "shows neither."),
 ) -> None:
     """Evaluate policies on scenarios over seeds: a report with 95% confidence intervals, win rates against every baseline, a transfer matrix and plots.
 

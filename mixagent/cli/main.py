@@ -2,7 +2,15 @@
 
 Sub-command groups live in their own modules (``mixagent/cli/<stage>.py``) and are attached here.
 User errors (:class:`~mixagent.errors.MixagentError`) are printed as one clear message with exit
-code 2 instead of a traceback; anything else is a bug and keeps its traceback.
+code 2 instead of a traceback; command-line usage errors get the usage line and exit code 2, as
+in any click program; anything else is a bug and keeps its traceback.
+
+Help is rendered by click's plain formatter (``rich_markup_mode=None``), not typer's rich
+panels: typer 0.29's rich help keeps the hard line breaks of docstrings (sentences broken
+mid-line), puts a ``<bool>`` type after flags that take no value, and truncates option help to
+"…" on an 80-column terminal. The plain formatter reflows paragraphs to the terminal (at most
+80 columns, the same when piped) and shows flags bare. The root app's mode is inherited by every
+sub-command, so this one setting covers all of them.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 app.add_typer(data_cli.app, name="data")
 app.command("train")(policies_cli.train)
@@ -66,24 +75,20 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry: run the app, turning user errors into a message and exit code 2."""
+    """Console-script entry: run the app, turning user errors into a message and exit code 2.
+
+    The app runs in click's standalone mode so that typer itself reports usage errors (bad or
+    missing options and arguments, values out of range) with the usage line and exit code 2,
+    and exits 0 after ``--help``. Typer 0.29 raises its own vendored copies of click's
+    exceptions, so catching ``click.ClickException`` here would miss them; standalone mode needs
+    no knowledge of which click they come from. :class:`MixagentError` is not a click exception,
+    so it still reaches us; any other exception is a bug and keeps its traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app(prog_name="mixagent", standalone_mode=True)
     except MixagentError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.secho("aborted", err=True)
-        sys.exit(130)
-    except Exception as err:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
 
 
 if __name__ == "__main__":

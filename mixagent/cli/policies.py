@@ -23,13 +23,12 @@ def _threads(n: int | None) -> None:
 def _yaml_overrides(path: Path | None) -> dict:
     if path is None:
         return {}
-    import yaml
-
+    from mixagent.config import load_yaml
     from mixagent.errors import ConfigError
 
     if not path.is_file():
         raise ConfigError(f"--config: {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} must hold a mapping of hyper-parameters")
     return data
@@ -51,7 +50,7 @@ def train(
                                        "(default: the env's action.floor, else 0)."),
     name: str | None = typer.Option(None, "--name", help="Name in the card (default: the folder name)."),
     threads: int = typer.Option(1, "--threads", help="torch threads for training."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: on a terminal; log lines otherwise)."),
 ) -> None:
     """Train a mixing policy offline on collected trajectories.
 
@@ -118,7 +117,7 @@ def train_online_cmd(
     seed: int = typer.Option(0, "--seed"),
     config: Path | None = typer.Option(None, "--config", help="YAML of OnlineConfig keys."),
     threads: int = typer.Option(1, "--threads", help="torch threads of the learner."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show SB3's progress bar (default: on a terminal)."),
 ) -> None:
     """Train a mixing policy online with stable-baselines3 over parallel proxy environments.
 

@@ -54,29 +54,34 @@ def run(
         "uniform", "--weights", "-w",
         help="The fixed mixture: 'uniform', 'tokens' (proportional to training tokens), K "
              "comma-separated numbers in domain order, or field/domain=share pairs such as "
-             "'prose=0.3,math=0.7' (a field's share is spread evenly over its domains)."),
+             "'prose=0.3,math=0.7' (a field's share is spread evenly over its domains; "
+             "each key once). Shares that do not sum to 1 are rescaled, with a note."),
     seed: int = typer.Option(0, "--seed", help="Reset seed (sets the data order)."),
 ) -> None:
     """Run one episode with fixed weights and print a per-step table."""
+    from rich.markup import escape
     from rich.table import Table
 
     from mixagent.envs.proxy_env import ProxyCPTEnv
-    from mixagent.envs.weights import parse_weights
+    from mixagent.envs.weights import parse_weights_explained
 
     env = ProxyCPTEnv(env_spec)
     data = env.resolved.data
-    w = parse_weights(weights, env.domain_names, env.resolved.field_of,
-                      lambda d: data.domain(d).train_tokens, where="--weights")
+    w, notes = parse_weights_explained(weights, env.domain_names, env.resolved.field_of,
+                                       lambda d: data.domain(d).train_tokens, where="--weights")
     fields = list(dict.fromkeys(env.resolved.field_of(d) for d in env.domain_names))
     field_share = {f: float(sum(w[i] for i, d in enumerate(env.domain_names)
                                 if env.resolved.field_of(d) == f)) for f in fields}
     console = _console()
+    for note in notes:  # the mixture run may differ from the one typed: say how
+        console.print(f"[yellow]note:[/] --weights {escape(weights.strip())}: {escape(note)}")
     console.print(f"[bold]{env.env_spec.name or env_spec}[/]: {env.num_domains} domains, "
                   f"{env.num_steps} steps of {env.env_spec.cpt.tokens_per_step:,} tokens; weights "
                   + ", ".join(f"{f}={s:.3f}" for f, s in field_share.items()))
     tasks = [t.name for t in env.env_spec.eval.tasks]
-    table = Table(caption="field columns: the weight share of each field; source/target/"
-                  "balanced: scores vs. the base (higher is better)")
+    # the legend is printed below the table, not as its caption: rich centres a caption and
+    # wraps it to the table's width, which breaks the sentence mid-line
+    table = Table()
     for col in ["step", *fields, "source", "target", "balanced", "reward",
                 *[f"{t} EM" for t in tasks], "train loss", "tokens", "seconds"]:
         table.add_column(col, justify="right", no_wrap=True)
@@ -96,5 +101,7 @@ def run(
                       f"{info['train_loss']:.3f}", f"{info['tokens']:,}",
                       f"{info['wall_time']:.2f}")
     console.print(table)
+    console.print("field columns: the weight share of each field; source/target/balanced: scores "
+                  "vs. the base (higher is better)")
     console.print(f"return {total:+.4f} (final balanced score; aggregator "
                   f"{env.env_spec.reward.aggregator})")

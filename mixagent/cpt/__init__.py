@@ -3,7 +3,8 @@
 ``dataset`` (map-style dataset + torch sampler over the mixture sampler's global stream) →
 ``mixer`` (evaluate, observe like the env, ask the policy, schedule ahead; rank 0 decides) →
 ``callback`` (``MixingCallback``: when to decide, logging, saving) → ``state`` (the mixture
-state as JSON beside each checkpoint) → ``run`` (``run_cpt``: the wiring, resume, summary).
+state as JSON beside each checkpoint) → ``outputs`` (the --out folder: refuse, overwrite, pick
+the checkpoint to resume) → ``run`` (``run_cpt``: the wiring, resume, summary).
 ``python -m mixagent.cpt CONFIG.json`` runs one config (for ``torchrun``).
 """
 

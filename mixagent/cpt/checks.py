@@ -32,16 +32,18 @@ def check_model_dir(model_dir: str | Path, data: DataDir) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: the model directory has no tokenizer (tokenizer.json); mixagent must check "
             "that the data was tokenized with the model's tokenizer. Save the tokenizer beside the "
-            "model (tokenizer.save_pretrained(DIR)) and build the data with it "
-            "('mixagent data build --tokenizer DIR')")
+            "model (tokenizer.save_pretrained(DIR)) and build the data with it: in the build "
+            "config, 'tokenizer: {path: DIR}' instead of 'train:', then 'mixagent data build "
+            "CONFIG --out NEW_DATA' (docs/DATA.md)")
     model_hash = tokenizer_hash(path)
     data_hash = data.manifest.tokenizer.hash
     if model_hash != data_hash:
         raise ConfigError(
             f"tokenizer mismatch: the model in {path} has tokenizer {model_hash[:12]} but the data "
             f"directory {data.path} was tokenized with {data_hash[:12]}; the token ids would mean "
-            "different things. Rebuild the data with the model's tokenizer "
-            f"('mixagent data build --tokenizer {path}')")
+            "different things. Rebuild the data with the model's tokenizer: in the build config "
+            f"set 'tokenizer: {{path: {path}}}' (instead of 'train:') and run 'mixagent data build "
+            "CONFIG --out NEW_DATA' (docs/DATA.md), then pass --data NEW_DATA")
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     vocab = int(config.get("vocab_size", 0))
     if vocab < data.manifest.tokenizer.vocab_size:

@@ -47,7 +47,8 @@ class CPTConfig(StrictModel):
     reward: RewardSpec = Field(default_factory=RewardSpec)
     observation: ObservationSpec = Field(default_factory=ObservationSpec)
     report_to: list[str] = Field(default_factory=lambda: ["none"])
-    resume: bool = False
+    resume: bool = Field(default=False, description="continue from the newest complete checkpoint in out")
+    overwrite: bool = Field(default=False, description="delete a previous run's outputs in out first")
     record_samples: bool = Field(default=False, description="write the sample ids each rank read")
     plot: bool = True
     trainer_args: dict[str, Any] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,9 @@ class MixtureController:
     def __init__(self, *, sampler: MixtureSampler, policy: MixingPolicy, space: DomainSpace,
                  plan: DecisionPlan, reward: RewardSpec, observation: ObservationSpec,
                  evaluator_factory: Any, task_keys: list[tuple[str, str]], policy_seed: int,
-                 policy_name: str):
+                 policy_name: str, policy_id: str | None = None,
+                 batch: dict[str, int] | None = None,
+                 process_timing: Callable[[], dict[str, float]] | None = None):
         self.sampler = sampler
         self.policy = policy
         self.space = space
@@ -85,10 +88,15 @@ class MixtureController:
         self.is_target = space.is_target
         self.state = MixtureState(domains=list(space.names), seed=sampler.seed,
                                   seq_len=sampler.seq_len, samples_per_step=plan.samples_per_step,
-                                  policy=policy_name)
+                                  policy=policy_name, reweight_every=plan.reweight_every,
+                                  policy_id=policy_id, batch=batch)
         self.policy.reset(space, policy_seed)
         self.decision_seconds = 0.0  # policy + observation + broadcast (not evaluation)
         self.eval_seconds = 0.0
+        #: this process's time counters (run_cpt's clock); saved as run totals at each checkpoint
+        self.process_timing = process_timing
+        #: the run's totals at the checkpoint this process resumed from (empty for a fresh run)
+        self.timing_before: dict[str, float] = {}
 
     # -- decisions ---------------------------------------------------------------------------------
     def evaluator(self) -> Evaluator:
@@ -195,11 +203,20 @@ class MixtureController:
         return obs, s
 
     # -- state ---------------------------------------------------------------------------------------
+    def total_timing(self, process: dict[str, float]) -> dict[str, float]:
+        """Run totals: what the processes before the last resume spent up to its checkpoint,
+        plus ``process`` (this process's counters). Time a killed process spent past its last
+        checkpoint is lost work and not counted."""
+        keys = dict.fromkeys([*self.timing_before, *process])
+        return {k: float(self.timing_before.get(k, 0.0)) + float(process.get(k, 0.0)) for k in keys}
+
     def capture(self, global_step: int) -> MixtureState:
         """The state at a checkpoint after ``global_step`` optimizer steps."""
         self.state.schedule = schedule_of(self.sampler)
         self.state.global_step = int(global_step)
         self.state.consumed = int(global_step) * self.plan.samples_per_step
+        if self.process_timing is not None:
+            self.state.timing = self.total_timing(self.process_timing())
         return self.state
 
     def restore(self, saved: MixtureState, where: str) -> None:
@@ -217,14 +234,21 @@ class MixtureController:
                     self.policy.feedback(train_loss=dec.train_loss)
                 w = self.policy.act(obs)
             if not np.allclose(w, dec.weights, atol=1e-6):
+                # check_compatible has established that this is the same policy (same fingerprint)
                 log.warning("policy replay: decision %d (step %d) gives %s, the run recorded %s; the "
-                            "policy is not deterministic, so its online state may differ from the "
-                            "original run's (the recorded schedule is kept)", i, dec.step,
+                            "same policy replays differently, so it is not deterministic and its "
+                            "online state may differ from the original run's (the recorded "
+                            "schedule is kept)", i, dec.step,
                             np.round(w, 4).tolist(), np.round(dec.weights, 4).tolist())
         if saved.policy != self.state.policy:
-            log.warning("resuming with policy %s; the checkpoint was written under %s (the decisions "
-                        "so far stay as recorded)", self.state.policy, saved.policy)
+            log.info("resuming with policy %s: the checkpoint was written under %s, the same policy "
+                     "(identical parameters and weights)", self.state.policy, saved.policy)
         saved.policy = self.state.policy
+        # a state written before these were recorded: record them from now on
+        saved.policy_id = self.state.policy_id
+        saved.reweight_every = self.state.reweight_every
+        saved.batch = self.state.batch
+        self.timing_before = {k: float(v) for k, v in saved.timing.items()}
         self.state = saved
         log.info("resumed mixture at step %d: %d samples consumed, %d decisions replayed",
                  saved.global_step, saved.consumed, len(saved.decisions))

@@ -31,8 +31,9 @@ from mixagent.cpt.checks import (
 from mixagent.cpt.config import CPTConfig
 from mixagent.cpt.dataset import MixtureDataset, MixtureIndexSampler, make_sampler
 from mixagent.cpt.mixer import DecisionPlan, MixtureController
+from mixagent.cpt.outputs import check_out_dir, clear_outputs, find_resume_checkpoint, set_aside
 from mixagent.cpt.report import PLOT_NAME, SUMMARY_NAME, plot_weights, summary
-from mixagent.cpt.state import load_state
+from mixagent.cpt.state import load_state, policy_fingerprint
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
 from mixagent.policies.base import resolve_policy
@@ -54,13 +55,12 @@ def attach_sampler(trainer: Any, sampler: torch.utils.data.Sampler) -> None:
     trainer._get_train_sampler = lambda train_dataset=None: sampler
 
 
-def _last_checkpoint(out: Path) -> str:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if ckpt is None:
-        raise ConfigError(f"--resume: no checkpoint-N folder in {out}; run without --resume to start")
-    return ckpt
+def _policy_dir(spec: str) -> str | None:
+    """The directory a ``policy:DIR`` (or bare directory) spec reads, so --overwrite spares it."""
+    scheme, sep, rest = spec.strip().partition(":")
+    if not sep:
+        return spec if Path(spec).is_dir() else None
+    return rest if scheme == "policy" else None
 
 
 def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
@@ -75,6 +75,9 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     t_start = time.perf_counter()
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the "
+                          "run in --out, --overwrite deletes it and starts over; pass one of them")
     data = DataDir(config.data)
     check_model_dir(config.model, data)
     names = select_domains(data, config.domains, config.fields)
@@ -84,7 +87,13 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
     policy = resolve_policy(config.policy)
     notes = policy_mismatch(policy, space)
     out = Path(config.out)
-    ckpt = _last_checkpoint(out) if config.resume else None
+    keep = [config.model, config.data, *filter(None, [_policy_dir(config.policy)])]
+    to_clear = check_out_dir(out, resume=config.resume, overwrite=config.overwrite, keep=keep)
+    ckpt: str | None = None
+    skipped: list[tuple[Path, str]] = []
+    if config.resume:
+        found, skipped = find_resume_checkpoint(out)
+        ckpt = str(found)
 
     model = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch.float32,
                                                  local_files_only=True)
@@ -123,13 +132,33 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
     plan = DecisionPlan(config.max_steps, config.reweight_every, per_step,
                         config.lead_steps + config.dataloader_num_workers * 2)
     task_keys = [(t.name, m) for t in config.eval.tasks for m in TASK_METRICS]
+    t_train: list[float] = []
+
+    def process_timing() -> dict[str, float]:
+        """This process's time counters (a resumed run adds the saved totals)."""
+        now = time.perf_counter()
+        return {"total_seconds": now - t_start,
+                "train_seconds": now - t_train[0] if t_train else 0.0,
+                "sampling_seconds": index_sampler.plan_seconds + dataset.read_seconds,
+                "sampler_plan_seconds": index_sampler.plan_seconds,
+                "sampler_read_seconds": dataset.read_seconds,
+                "decision_seconds": controller.decision_seconds,
+                "eval_seconds": controller.eval_seconds}
+
     controller = MixtureController(
         sampler=sampler, policy=policy, space=space, plan=plan, reward=config.reward,
         observation=config.observation, task_keys=task_keys, policy_seed=config.policy_seed,
-        policy_name=config.policy,
+        policy_name=config.policy, policy_id=policy_fingerprint(policy),
+        batch={"per_device_batch_size": config.per_device_batch_size,
+               "gradient_accumulation_steps": config.gradient_accumulation_steps,
+               "world_size": world},
+        process_timing=process_timing,
         evaluator_factory=lambda: Evaluator(data, names, config.eval, config.seq_len, args.device))
+    resumed_from: int | None = None
     if ckpt is not None:
-        controller.restore(load_state(ckpt), ckpt)
+        saved = load_state(ckpt)
+        controller.restore(saved, ckpt)
+        resumed_from = saved.global_step
     callback = MixingCallback(controller)
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       callbacks=[callback, *callbacks])
@@ -138,21 +167,25 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
     if on_trainer is not None:
         on_trainer(trainer)
 
+    # last, once every check has passed: a refused run leaves --out as it was
+    if args.should_save:  # the rank that writes --out; the others only read their inputs
+        clear_outputs(out, to_clear)
+        for bad, _ in skipped:
+            set_aside(bad)
+    t_train.append(time.perf_counter())
     result = trainer.train(resume_from_checkpoint=ckpt)
     final_state = controller.capture(trainer.state.global_step)
     final = None
     if args.process_index == 0:
         final = controller.evaluate(trainer.model)
         trainer.log({f"mixture/final/{k}": v for k, v in final["scores"].items()})
-    timing = {
-        "train_seconds": float(result.metrics.get("train_runtime", 0.0)),
-        "total_seconds": time.perf_counter() - t_start,
-        "sampling_seconds": index_sampler.plan_seconds + dataset.read_seconds,
-        "sampler_plan_seconds": index_sampler.plan_seconds,
-        "sampler_read_seconds": dataset.read_seconds,
-        "decision_seconds": controller.decision_seconds,
-        "eval_seconds": controller.eval_seconds,
-    }
+    this_process = process_timing()
+    this_process["train_seconds"] = float(result.metrics.get("train_runtime", 0.0))
+    # totals over every process of the run (a resumed run adds what the processes before it
+    # spent up to the checkpoint it resumed from); this process alone under "this_process"
+    timing: dict[str, Any] = controller.total_timing(this_process)
+    timing["this_process"] = this_process
+    timing["resumed_from_step"] = resumed_from
     report = summary(final_state, policy=policy.describe(), max_steps=config.max_steps, final=final,
                      timing=timing, notes=notes, roles=list(space.roles))
     if config.record_samples:

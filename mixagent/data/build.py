@@ -32,6 +32,7 @@ import platform
 import random
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -39,13 +40,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from mixagent.config import StrictModel, load_yaml_config, validate_config
 from mixagent.data.clustering import TextClusterer
 from mixagent.data.manifest import MANIFEST_NAME, DataDir, Manifest
 from mixagent.errors import DataError, MixagentError
-from mixagent.utils.io import atomic_directory, sha256_file, sha256_json
+from mixagent.utils.io import (
+    atomic_directory,
+    remove_stale_temporaries,
+    sha256_file,
+    sha256_json,
+)
+from mixagent.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,54 @@ class ClusterConfig(StrictModel):
     max_chars: int = Field(20_000, ge=1, description="each document is cut to this to featurise")
     n_init: int = Field(3, ge=1, description="k-means restarts")
     prefix: str = Field("cluster", min_length=1, description="domain names: '<field>/<prefix>-<i>'")
+    names: list[str] | dict[int, str] | None = Field(
+        None,
+        description="names of the clusters (a list of k, or {index: name}); unnamed ones keep "
+        "'<prefix>-<i>'",
+    )
+
+    @model_validator(mode="after")
+    def _valid_names(self) -> ClusterConfig:
+        """Names are checked here, not at build time: a typo must not cost a clustering run."""
+        if self.names is None:
+            return self
+        if isinstance(self.names, list):
+            if len(self.names) != self.k:
+                raise ValueError(
+                    f"'names' lists {len(self.names)} names for k={self.k} clusters; give one "
+                    "per cluster (in cluster order, 0 = largest), or a mapping {index: name}"
+                )
+        else:
+            bad = sorted(i for i in self.names if not 0 <= i < self.k)
+            if bad:
+                raise ValueError(
+                    f"'names' has cluster indices {bad} outside 0..{self.k - 1} (k={self.k})"
+                )
+        given = self.names if isinstance(self.names, list) else list(self.names.values())
+        for name in given:
+            if not _FIELD_NAME.match(name):
+                raise ValueError(
+                    f"'names': cluster name {name!r} must start with a letter or digit and hold "
+                    "only letters, digits, '_', '.', '-'"
+                )
+        seen = Counter(self.domain_suffixes())
+        dups = sorted(n for n, c in seen.items() if c > 1)
+        if dups:
+            raise ValueError(
+                f"'names': cluster names must be distinct (also from the unnamed "
+                f"'{self.prefix}-<i>'); {', '.join(dups)} repeats"
+            )
+        return self
+
+    def domain_suffix(self, cluster: int) -> str:
+        """The part after '<field>/' of cluster ``cluster``'s domain name."""
+        given = self.names[cluster] if isinstance(self.names, list) else (
+            (self.names or {}).get(cluster)
+        )
+        return given if given is not None else f"{self.prefix}-{cluster}"
+
+    def domain_suffixes(self) -> list[str]:
+        return [self.domain_suffix(c) for c in range(self.k)]
 
 
 class DomainConfig(StrictModel):
@@ -181,6 +235,23 @@ class FieldConfig(StrictModel):
                 "two clustered inputs share a cluster prefix, which would merge unrelated "
                 "clusters; give each its own 'domain.cluster.prefix'"
             )
+        # a cluster's domain must be its own: sharing a name would merge unrelated documents
+        owners: dict[str, int] = {}
+        for i, inp in enumerate(self.inputs):
+            if inp.domain.cluster is not None:
+                for name in inp.domain.cluster.domain_suffixes():
+                    if name in owners:
+                        raise ValueError(
+                            f"inputs[{i}]: cluster name {name!r} is also a domain of "
+                            f"inputs[{owners[name]}]; give each cluster its own name"
+                        )
+                    owners[name] = i
+        for i, inp in enumerate(self.inputs):
+            if inp.domain.constant is not None and inp.domain.constant in owners:
+                raise ValueError(
+                    f"inputs[{i}]: domain {inp.domain.constant!r} is also a cluster of "
+                    f"inputs[{owners[inp.domain.constant]}]; rename one of them"
+                )
         return self
 
 
@@ -191,6 +262,12 @@ class BuildConfig(StrictModel):
     tokenizer: TokenizerConfig
     fields: dict[str, FieldConfig] = Field(min_length=1)
     eval_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    min_eval_tokens: int = Field(
+        0, ge=0, description="held-out tokens every domain gets at least (from its documents)"
+    )
+    min_eval_documents: int = Field(
+        1, ge=0, description="held-out documents every domain gets at least"
+    )
     min_sequence_tokens: int = Field(512, ge=1, description="min train tokens of every domain")
     seed: int = 0
     batch_size: int = Field(1000, ge=1, description="documents read and tokenized per batch")
@@ -399,7 +476,7 @@ def plan_build(
     plan.content_hash = sha256_json(
         {
             "data_format_version": DATA_FORMAT_VERSION,
-            "config": config.model_dump(mode="json"),
+            "config": _hashed_config(config),
             "inputs": [
                 [
                     r.label,
@@ -412,6 +489,29 @@ def plan_build(
         }
     )
     return plan
+
+
+# Keys added after data format 1, with the default that reproduces what builds did before them:
+# left out of the content hash at that default, so existing outputs stay valid. (A domain with no
+# held-out document was an error before, so the default min_eval_documents=1 changes no output
+# that exists.)
+_LATER_TOP_KEYS = {"min_eval_tokens": 0, "min_eval_documents": 1}
+_LATER_CLUSTER_KEYS: dict[str, Any] = {"names": None}
+
+
+def _hashed_config(config: BuildConfig) -> dict[str, Any]:
+    """The normalised config as the content hash sees it (see :data:`_LATER_TOP_KEYS`)."""
+    dump = config.model_dump(mode="json")
+    for key, default in _LATER_TOP_KEYS.items():
+        if dump.get(key) == default:
+            dump.pop(key)
+    for fcfg in dump["fields"].values():
+        for inp in fcfg["inputs"]:
+            cluster = inp["domain"].get("cluster")
+            for key, default in _LATER_CLUSTER_KEYS.items():
+                if cluster is not None and cluster.get(key) == default:
+                    cluster.pop(key)
+    return dump
 
 
 # -- streaming reads ---------------------------------------------------------------------------
@@ -629,9 +729,9 @@ def _sample_inputs(plan: BuildPlan, cache_dir: str) -> tuple[list[str], dict[str
     ]
     if not todo:
         return tok_sample, cluster_samples
-    with tqdm(desc="sampling documents", unit="doc", disable=None) as bar:
+    with Progress(None, "sampling documents", "doc", logger=logger) as bar:
         for inp, share in todo:
-            bar.set_postfix_str(inp.label)
+            bar.set_postfix(input=inp.label)
             cl = inp.config.domain.cluster
             tok_res = _Reservoir(share, f"{cfg.seed}:tokenizer:{inp.label}")
             cl_res = _Reservoir(cl.sample_documents if cl else 0, f"{cfg.seed}:cluster:{inp.label}")
@@ -726,6 +826,7 @@ def build_data_dir(
     config, base, config_file = _coerce_config(config_or_path, base_dir)
     out = Path(out)
     _check_output(out)
+    remove_stale_temporaries(out)  # also when the output is reused: a killed build's leftovers
     plan = plan_build(config, base, exclude=out)
     if not force and (existing := _up_to_date(out, plan.content_hash)) is not None:
         logger.info(
@@ -758,7 +859,7 @@ def build_data_dir(
 
 def _build_into(root: Path, plan: BuildPlan, cache_dir: str, config_file: str | None) -> Manifest:
     from mixagent.data.tokenizer import adopt_pretrained, train_bpe
-    from mixagent.data.writer import DataDirWriter
+    from mixagent.data.writer import DataDirWriter, reliable_eval_tokens
 
     cfg = plan.config
     tok_sample, cluster_samples = _sample_inputs(plan, cache_dir)
@@ -802,20 +903,34 @@ def _build_into(root: Path, plan: BuildPlan, cache_dir: str, config_file: str | 
             raise DataError(f"{inp.label}.domain.cluster: {err}") from None
 
     writer = DataDirWriter(
-        root, tok_info, eval_fraction=cfg.eval_fraction, min_sequence_tokens=cfg.min_sequence_tokens
+        root,
+        tok_info,
+        eval_fraction=cfg.eval_fraction,
+        min_sequence_tokens=cfg.min_sequence_tokens,
+        min_eval_tokens=cfg.min_eval_tokens,
+        min_eval_documents=cfg.min_eval_documents,
+        warn_eval_tokens=reliable_eval_tokens(cfg.min_sequence_tokens),
     )
     for fname, fcfg in cfg.fields.items():
         writer.add_field(fname, fcfg.role, fcfg.description)
     domains: set[str] = set()
+    cluster_owner: dict[str, str] = {}  # cluster domain -> the input it belongs to
     documents: dict[str, int] = {}
-    with tqdm(desc="tokenizing", unit="doc", disable=None) as bar:
+    with Progress(None, "tokenizing", "doc", logger=logger) as bar:
         for inp in plan.inputs:
-            bar.set_postfix_str(inp.label)
+            bar.set_postfix(input=inp.label)
             clusterer = clusterers.get(inp.label)
             if clusterer is not None:  # register every cluster, so an empty one is an error
                 for c in range(clusterer.k):
                     name = _cluster_domain(inp, c)
+                    if name in domains:
+                        raise DataError(
+                            f"{inp.label}.domain.cluster: its domain {name!r} is also produced "
+                            f"by {cluster_owner.get(name, 'another input')}; give the cluster "
+                            "another name ('names' or 'prefix')"
+                        )
                     _register(domains, name, cfg.max_domains, inp)
+                    cluster_owner[name] = inp.label
                     writer.add_documents(name, inp.field, [], description=clusterer.describe(c))
             n = 0
             for batch in iter_input_batches(inp, cfg.batch_size, cache_dir):
@@ -824,6 +939,13 @@ def _build_into(root: Path, plan: BuildPlan, cache_dir: str, config_file: str | 
                 for name, text in zip(names, batch.texts, strict=True):
                     groups.setdefault(name, []).append(text)
                 for name, texts in groups.items():
+                    owner = cluster_owner.get(name)
+                    if owner is not None and owner != inp.label:
+                        raise DataError(
+                            f"{inp.label}: its domain {name!r} is also a cluster of {owner}; "
+                            "a cluster's domain must be its own — rename the cluster ('names' "
+                            "or 'prefix') or this domain"
+                        )
                     if name not in domains:
                         _register(domains, name, cfg.max_domains, inp)
                     writer.add_documents(name, inp.field, texts, description=_describe(inp, name))
@@ -840,7 +962,12 @@ def _build_into(root: Path, plan: BuildPlan, cache_dir: str, config_file: str | 
         "inputs": [dict(p, documents=documents[p["input"]]) for p in plan.provenance_inputs],
         "tokenizer_source": tok_source,
         "clusters": {
-            label: {"k": c.k, "sample_sizes": c.sample_sizes, "top_terms": c.terms}
+            label: {
+                "k": c.k,
+                "domains": [_cluster_domain(_input(plan, label), i) for i in range(c.k)],
+                "sample_sizes": c.sample_sizes,
+                "top_terms": c.terms,
+            }
             for label, c in clusterers.items()
         },
         "packages": package_versions(),
@@ -861,7 +988,11 @@ def _register(domains: set[str], name: str, limit: int, inp: ResolvedInput) -> N
 
 def _cluster_domain(inp: ResolvedInput, cluster: int) -> str:
     assert inp.config.domain.cluster is not None
-    return f"{inp.field}/{inp.config.domain.cluster.prefix}-{cluster}"
+    return f"{inp.field}/{inp.config.domain.cluster.domain_suffix(cluster)}"
+
+
+def _input(plan: BuildPlan, label: str) -> ResolvedInput:
+    return next(i for i in plan.inputs if i.label == label)
 
 
 def _domain_names(inp: ResolvedInput, batch: _Batch, clusterer: TextClusterer | None) -> list[str]:

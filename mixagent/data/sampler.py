@@ -23,6 +23,8 @@ Design (see docs/DECISIONS.md for the alternatives rejected):
 from __future__ import annotations
 
 import hashlib
+import numbers
+import reprlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -35,28 +37,82 @@ from mixagent.errors import DataError
 STATE_FORMAT = "mixagent.sampler/1"
 
 
-def validate_weights(weights: Sequence[float] | np.ndarray, num_domains: int, names: Sequence[str] | None = None) -> np.ndarray:
+def _describe(values: object) -> str:
+    """A short description of a rejected input, so the error says what was given."""
+    text = reprlib.repr(values)
+    dtype = getattr(values, "dtype", None)
+    return f"{type(values).__name__} {text}" + (f" of dtype {dtype}" if dtype is not None else "")
+
+
+def real_vector(values: object, num_domains: int, what: str) -> np.ndarray:
+    """``values`` as float64 ``(K,)``, accepting only finite real numbers (ints and floats).
+
+    ``np.asarray(x, dtype=float64)`` alone would turn ``"0.5"`` into 0.5 and drop the imaginary
+    part of ``0.5+1j`` (with only a warning), so a string or complex input would run as some
+    other mixture than the caller meant; booleans are not numbers here either.
+    """
+    expected = (f"{what} must be {num_domains} real number{'s' if num_domains != 1 else ''} "
+                "(one per domain)")
+    if isinstance(values, str | bytes):
+        raise DataError(f"{expected}, got the text {values!r}; pass numbers, not a string")
+    try:
+        raw = np.asarray(values)
+    except (TypeError, ValueError):
+        raise DataError(f"{expected}, got {_describe(values)}") from None
+    kind = raw.dtype.kind
+    if kind == "O":  # e.g. a list mixing numbers with None, or Fraction/Decimal objects
+        flat = raw.reshape(-1)
+        if not all(isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+                   for x in flat):
+            raise DataError(f"{expected}, got {_describe(values)}")
+        raw = np.array([float(x) for x in flat], dtype=np.float64).reshape(raw.shape)
+        kind = "f"
+    if kind == "c":
+        raise DataError(f"{expected}, got complex numbers {_describe(values)}; the "
+                "imaginary part has no meaning here, pass the real part")
+    if kind in "US":
+        raise DataError(f"{expected}, got text {_describe(values)}; pass numbers, not "
+                "strings (e.g. float(x))")
+    if kind not in "iuf":
+        raise DataError(f"{expected}, got {_describe(values)}")
+    a = raw.astype(np.float64)
+    if a.shape != (num_domains,):
+        raise DataError(f"{what} has shape {a.shape}, expected ({num_domains},): one "
+                "value per domain")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        nan = np.flatnonzero(np.isnan(a)).tolist()
+        inf = np.flatnonzero(np.isinf(a)).tolist()
+        parts = ([f"NaN at positions {nan}"] if nan else []) + \
+                ([f"inf at positions {inf}"] if inf else [])
+        raise DataError(f"{what} contains {' and '.join(parts)}")
+    return a
+
+
+def validate_weights(weights: object, num_domains: int, names: Sequence[str] | None = None) -> np.ndarray:
     """Check a weight vector and normalise it onto the simplex.
 
     Non-negative weights that do not sum to one are rescaled (a ratio like ``[3, 1]`` is a valid
     way to say 75/25); anything else that is not a usable mixture is an error naming the problem.
+    Weights are divided by their maximum before summing, so large finite weights such as
+    ``1e308`` normalise correctly instead of overflowing the sum to inf (and every weight to 0).
+    This is the one weight check: the environment's ``step_weights`` calls it too.
     """
+    where = f" ({', '.join(names)})" if names else ""
     try:
-        w = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"weights must be a list of {num_domains} numbers, got {weights!r}") from None
-    if w.ndim != 1 or w.shape[0] != num_domains:
-        what = f" ({', '.join(names)})" if names else ""
-        raise DataError(f"weights must have one entry per domain: expected {num_domains}{what}, got shape {w.shape}")
-    if not np.all(np.isfinite(w)):
-        bad = [i for i in range(num_domains) if not np.isfinite(w[i])]
-        raise DataError(f"weights contain NaN or inf at positions {bad}: {w.tolist()}")
-    if np.any(w < 0):
-        bad = [i for i in range(num_domains) if w[i] < 0]
+        w = real_vector(weights, num_domains, "weights")
+    except DataError as err:
+        raise DataError(f"{err}{where}") from None
+    if (w < 0).any():
+        bad = np.flatnonzero(w < 0).tolist()
         raise DataError(f"weights must be non-negative; negative at positions {bad}: {w.tolist()}")
-    total = float(w.sum())
-    if total <= 0:
+    if w.max() <= 0:
         raise DataError("weights are all zero: at least one domain needs a positive weight")
+    with np.errstate(over="ignore"):
+        total = w.sum()
+    if not np.isfinite(total):  # huge finite weights: rescale first (only then, so normal
+        w = w / w.max()         # inputs keep bit-identical weights and sampling plans)
+        total = w.sum()
     return w / total
 
 

@@ -18,40 +18,46 @@ mean the same thing everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import numpy as np
 
+from mixagent.data.sampler import real_vector, validate_weights
 from mixagent.envs.errors import InvalidActionError
+from mixagent.errors import DataError
 
 
 def check_action(action: object, num_domains: int) -> np.ndarray:
-    """The action as float64 ``(K,)`` clipped to [-1, 1]; wrong shape, NaN or inf is an error.
+    """The action as float64 ``(K,)`` clipped to [-1, 1]; anything but K finite real numbers is
+    an :class:`InvalidActionError` that says what was given.
 
     Values outside [-1, 1] are clipped, as Gymnasium and SB3 expect of a bounded ``Box`` (a
     Gaussian policy's samples overshoot).
     """
     try:
-        a = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidActionError(f"action must be {num_domains} numbers, got {action!r}") from None
-    if a.shape != (num_domains,):
-        raise InvalidActionError(f"action has shape {a.shape}, expected ({num_domains},): one "
-                                 "value per domain")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        nan = np.flatnonzero(np.isnan(a)).tolist()
-        inf = np.flatnonzero(np.isinf(a)).tolist()
-        parts = ([f"NaN at positions {nan}"] if nan else []) + \
-                ([f"inf at positions {inf}"] if inf else [])
-        raise InvalidActionError(f"action contains {' and '.join(parts)}")
-    return np.clip(a, -1.0, 1.0)
+        return np.clip(real_vector(action, num_domains, "action"), -1.0, 1.0)
+    except DataError as err:
+        raise InvalidActionError(str(err)) from None
+
+
+def check_weights(weights: object, num_domains: int,
+                  names: Sequence[str] | None = None) -> np.ndarray:
+    """Exact domain weights as float64 ``(K,)`` on the simplex, or :class:`InvalidActionError`.
+
+    The checks are the sampler's (:func:`~mixagent.data.sampler.validate_weights`: real numbers
+    only, non-negative, rescaled by the maximum before summing so ``1e308`` works), raised as the
+    environment's own error so a caller of ``step_weights`` catches one error type.
+    """
+    try:
+        return validate_weights(weights, num_domains, names)
+    except DataError as err:
+        raise InvalidActionError(str(err)) from None
 
 
 def weights_from_action(action: Sequence[float] | np.ndarray, scale: float,
                         floor: float = 0.0) -> np.ndarray:
     """Map an action in ``[-1, 1]^K`` to domain weights (float64, sums to 1); see module doc."""
-    a = check_action(action, int(np.size(action)))
+    a = check_action(action, _length(action))
     z = scale * a
     z -= z.max()
     p = np.exp(z)
@@ -66,12 +72,7 @@ def action_from_weights(weights: Sequence[float] | np.ndarray, scale: float, flo
     Unreachable mixtures are clipped to the nearest reachable action (or raise
     :class:`InvalidActionError` when ``strict``).
     """
-    from mixagent.data.sampler import validate_weights
-
-    try:
-        w = validate_weights(weights, len(weights))
-    except ValueError as err:
-        raise InvalidActionError(str(err)) from None
+    w = check_weights(weights, _length(weights))
     k = w.size
     p = (w - floor) / (1.0 - k * floor)
     if strict and (p <= 0).any():
@@ -86,3 +87,14 @@ def action_from_weights(weights: Sequence[float] | np.ndarray, scale: float, flo
     # centre the logit range on 0; if it is too wide keep the largest weights exact, clip the rest
     z = z - ((hi - 1.0) if hi - lo > 2.0 else (hi + lo) / 2.0)
     return np.clip(z, -1.0, 1.0).astype(np.float32)
+
+
+def _length(values: object) -> int:
+    """The K to check a vector against when the caller gives none (its first axis, else 1)."""
+    if isinstance(values, str | bytes):
+        return 1
+    try:
+        shape = np.shape(values)
+    except (TypeError, ValueError):  # ragged nesting: the check then reports what was given
+        return len(values) if isinstance(values, Sized) else 1
+    return int(shape[0]) if shape else 1

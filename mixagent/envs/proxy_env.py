@@ -18,8 +18,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mixagent.envs.actions import check_action, weights_from_action
-from mixagent.envs.errors import InvalidActionError, ResetNeededError
+from mixagent.envs.actions import check_action, check_weights, weights_from_action
+from mixagent.envs.errors import ResetNeededError
 from mixagent.envs.observation import make_observation, observation_space
 from mixagent.envs.scoring import Scores, score
 from mixagent.envs.setup import build_engine, resolve_spec
@@ -78,7 +78,8 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     **Action.** ``Box(-1, 1, (K,), float32)``, one logit per domain, mapped onto the simplex by
     ``w = (1 - K·floor)·softmax(scale·a) + floor`` (:func:`~mixagent.envs.actions.
     weights_from_action`; its inverse is ``action_from_weights``). Out-of-range values are
-    clipped; a wrong shape, NaN or inf raises :class:`~mixagent.envs.errors.InvalidActionError`.
+    clipped; a wrong shape, NaN, inf, or anything but real numbers (strings, complex numbers,
+    booleans) raises :class:`~mixagent.envs.errors.InvalidActionError`.
     :meth:`step_weights` applies exact weights instead (baselines, fixed mixtures).
 
     **Observation.** ``Dict(domains=Box(K, 5), global=Box(4))`` — per-domain features
@@ -149,16 +150,12 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Like :meth:`step` but with exact domain weights (normalised; no action map, no floor).
 
-        For fixed mixtures and baselines that must apply e.g. target-only weights exactly.
+        For fixed mixtures and baselines that must apply e.g. target-only weights exactly. Bad
+        weights (not K finite non-negative real numbers, all zero) raise the same
+        :class:`~mixagent.envs.errors.InvalidActionError` as a bad action.
         """
-        from mixagent.data.sampler import validate_weights
-
         self._check_running()
-        try:
-            w = validate_weights(weights, self.num_domains, self.domain_names)
-        except ValueError as err:
-            raise InvalidActionError(str(err)) from None
-        return self._advance(w)
+        return self._advance(check_weights(weights, self.num_domains, self.domain_names))
 
     # -- branching -------------------------------------------------------------------------------
     def snapshot(self) -> EnvSnapshot:

@@ -5,7 +5,8 @@ same records always give the same report numbers. The statistics live in
 :mod:`mixagent.evaluation.stats`.
 
 * **Table** per scenario: final balanced / source / target score per policy (mean over seeds with
-  95% t interval) and rank by balanced mean.
+  95% t interval), rank by balanced mean, and the field shares the policy set (mean over steps
+  and seeds of each field's total weight).
 * **Win rates**: every learned policy against every baseline, paired by seed, per scenario and
   pooled over scenarios (each seed of each scenario weighs the same).
 * **Transfer**: for every learned policy and scenario, its balanced mean minus the scenario's
@@ -33,6 +34,25 @@ def per_seed(records: dict[tuple[str, int], dict[str, Any]], entry: PolicyEntry,
     return [float(records[(scenario.key, pid, s)]["final_scores"][metric]) for s in seeds]
 
 
+def field_shares(records: dict[tuple[str, Any, int], dict[str, Any]], entry: PolicyEntry,
+                 scenario: Scenario, seeds: Sequence[int]) -> dict[str, Any]:
+    """Each field's total weight, averaged over the steps of each episode, then over seeds.
+
+    Why: the same policy name means different mixtures on different domain spaces — ``uniform``
+    is uniform over *domains*, so its source share is (source domains) / (all domains), 0.6
+    with 6 source and 4 target clusters — and a reader comparing policies needs the share each
+    one actually trained on.
+    """
+    pid = entry.instance_for(scenario.key).policy_id
+    src = ~scenario.space.is_target
+    per: list[float] = []
+    for s in seeds:
+        w = np.asarray([st["weights"] for st in records[(scenario.key, pid, s)]["steps"]], dtype=np.float64)
+        per.append(float(w[:, src].sum(axis=1).mean()) if w.size else float("nan"))
+    source = float(np.mean(per))
+    return {"source": source, "target": 1.0 - source, "source_per_seed": per}
+
+
 def scenario_table(records: dict[tuple[str, Any, int], dict[str, Any]], entries: Sequence[PolicyEntry],
                    scenario: Scenario, seeds: Sequence[int]) -> list[dict[str, Any]]:
     rows = []
@@ -42,7 +62,8 @@ def scenario_table(records: dict[tuple[str, Any, int], dict[str, Any]], entries:
         rows.append({"policy": e.label, "role": e.role, "spec": e.spec, "policy_id": inst.policy_id,
                      "describe": inst.describe,
                      **{m: summarise(vals[m]).to_dict() for m in METRICS},
-                     "per_seed": {m: vals[m] for m in METRICS}})
+                     "per_seed": {m: vals[m] for m in METRICS},
+                     "field_shares": field_shares(records, e, scenario, seeds)})
     for row, r in zip(rows, ranks([row["balanced"]["mean"] for row in rows]), strict=True):
         row["rank"] = r
     return rows

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from mixagent.config import StrictModel, validate_config
+from mixagent.config import StrictModel, load_yaml, validate_config
 from mixagent.errors import ConfigError
 
 #: special baseline specs tuned per scenario on ``tune_seeds``
@@ -73,13 +73,15 @@ class EvaluateConfig(StrictModel):
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)
     threads_per_worker: int | None = Field(default=None, gt=0,
-                                           description="torch threads per worker (default: its CPU share)")
+                                           description="torch threads per worker (default: "
+                                           "$MIXAGENT_NUM_THREADS, else its CPU share)")
     address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
     max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
     record_card: bool = Field(default=False, description="write results into each learned policy's "
                               "config.json provenance.evaluation and README.md card")
     plots: bool = True
-    progress: bool | None = Field(default=None, description="progress bar (default: on a terminal)")
+    progress: bool | None = Field(default=None, description="None: a bar on a terminal, else a log "
+                                  "line per episode; True: the bar; False: neither")
 
     @field_validator("seeds", "tune_seeds")
     @classmethod
@@ -108,7 +110,15 @@ class EvaluateConfig(StrictModel):
 
     @property
     def threads(self) -> int:
-        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
+        """Torch threads per worker: ``threads_per_worker``, else ``$MIXAGENT_NUM_THREADS`` (the
+        proxies' own knob), else the worker's CPU share (``cpus_per_worker``, at least 1) — with
+        one worker too, so an in-process evaluation does not spread over every core."""
+        if self.threads_per_worker:
+            return self.threads_per_worker
+        from mixagent.proxy.config import RuntimeSpec
+        from mixagent.proxy.runtime import resolve_threads
+
+        return resolve_threads(RuntimeSpec()) or max(1, int(self.cpus_per_worker))
 
 
 def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any]) -> EvaluateConfig:
@@ -121,7 +131,7 @@ def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any]) -> 
         if not path.is_file():
             raise ConfigError(f"--config: {path} does not exist")
         try:
-            base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            base = load_yaml(path) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(base, dict):

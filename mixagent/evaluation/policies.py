@@ -108,11 +108,11 @@ def build_policy(payload: dict[str, Any]) -> Any:
 
 
 def _learned(spec: str, path: Path) -> PolicyEntry:
+    from mixagent.policies.base import policy_spec_error
     from mixagent.policies.format import MODEL_NAME, read_config
 
     if not path.is_dir():
-        raise ConfigError(f"policy {spec!r}: no policy directory at {path}; train one with 'mixagent "
-                          "train', or name a baseline as baseline:NAME")
+        raise policy_spec_error(spec, str(path), _choices(), is_path=True)
     config = read_config(path)
     model = path / MODEL_NAME
     tensors = model.read_bytes() if model.is_file() else None
@@ -135,16 +135,17 @@ def _learned(spec: str, path: Path) -> PolicyEntry:
                        trained_on_hashes=[str(h) for h in data.get("env_spec_hashes") or []])
 
 
-def _names() -> str:
+def _choices() -> tuple[str, ...]:
     from mixagent.policies.base import BASELINES
 
-    return ", ".join(dict.fromkeys((*BASELINES, *TUNED_BASELINES)))
+    return tuple(dict.fromkeys((*BASELINES, *TUNED_BASELINES)))
 
 
 def parse_policy(spec: str) -> PolicyEntry:
     """A :class:`PolicyEntry` from a spec string (see module docstring); bad specs raise
-    :class:`ConfigError` saying what to write instead."""
-    from mixagent.policies.base import BASELINES, resolve_policy
+    :class:`ConfigError` saying what to write instead (the messages of
+    :func:`mixagent.policies.base.policy_spec_error`, shared with ``resolve_policy``)."""
+    from mixagent.policies.base import policy_spec_error, resolve_policy
 
     text = spec.strip()
     scheme, sep, rest = text.partition(":")
@@ -154,10 +155,11 @@ def parse_policy(spec: str) -> PolicyEntry:
         path = Path(text).expanduser()
         if path.is_dir():
             return _learned(text, path)
-        hint = f"; for the baseline write baseline:{text}" if text in BASELINES else ""
-        raise ConfigError(f"policy {spec!r}: no policy directory at {path}{hint} (use policy:DIR, a "
-                          f"directory, or baseline:NAME with NAME one of "
-                          f"{_names()})")
+        if text in _choices():  # a bare baseline name: here only baseline:NAME names a baseline
+            raise ConfigError(f"policy {spec!r}: no policy directory {text!r} here; for the baseline "
+                              f"write baseline:{text}")
+        # without a scheme, a spec is a path here (a baseline is always written baseline:NAME)
+        raise policy_spec_error(spec, text, _choices(), is_path=True)
     name, _, query = rest.partition("?")
     name = name.strip()
     if name == "best_fixed_ratio" or (name == "regmix" and not query):
@@ -166,9 +168,8 @@ def parse_policy(spec: str) -> PolicyEntry:
                               "set with --ratio-grid / ratio_grid)")
         label = "best fixed ratio" if name == "best_fixed_ratio" else "regmix (tuned)"
         return PolicyEntry(text, label, "baseline", tuned=name)
-    if name not in BASELINES:
-        raise ConfigError(f"policy {spec!r}: unknown baseline {name!r}; choose from "
-                          f"{_names()}")
+    if name not in _choices():
+        raise policy_spec_error(spec, name, _choices())
     inst = instance_of(resolve_policy(text))
     return PolicyEntry(text, inst.describe, "baseline", instance=inst)
 

@@ -1,8 +1,9 @@
 """Writing the report folder: ``report.json`` (everything), ``report.md`` (for people), ``plots/``.
 
 ``report.md`` is rendered from the report dict alone (every number in it is in report.json), with
-sections: setup, per-scenario results, tuned baselines, win rates, transfer (matrix and verdict
-lines), plots. A learned policy that does not beat a baseline is reported as not beating it.
+sections: setup, per-scenario results (with each policy's field shares, and each learned policy's
+paired difference and win rate against every baseline), tuned baselines, win rates, transfer
+(matrix and verdict lines against the best baseline), plots. A learned policy that does not beat a baseline is reported as not beating it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _ci(s: dict[str, Any], digits: int = 5) -> str:
     return f"{s['mean']:+.{digits}f} ± {s['half_width']:.{digits}f}"
 
 
+def _share(f: dict[str, Any] | None) -> str:
+    return "n/a" if not f else f"{f['source']:.2f} : {f['target']:.2f}"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
@@ -57,12 +62,18 @@ def render_markdown(report: dict[str, Any]) -> str:
     for sc in setup["scenarios"]:
         lines.append(f"| {sc['key']} | {sc['num_domains']} | {sc['num_source']} | {sc['num_target']} | "
                      f"`{sc['spec_hash'][:12]}` | `{sc['path']}` |")
+    tuned = sorted({p["label"] for p in report["policies"] if p.get("tuned")})
+    tuning_line = ([f"- tuning seeds ({', '.join(tuned)}; disjoint from the evaluation seeds): "
+                    f"{setup['tune_seeds']}"] if tuned else [])
+    applied = comp.get("threads_applied")
+    threads = (f" × {'/'.join(str(t) for t in applied)} torch thread(s) each" if applied else
+               f" × {comp['threads_per_worker']} torch thread(s) each (set; no worker ran now)"
+               if comp.get("threads_per_worker") else "")
     lines += ["",
               "- policies: " + ", ".join(f"{p['label']} ({p['role']})" for p in report["policies"]),
               f"- evaluation seeds (env reset seeds, the same for every policy): {seeds}",
-              f"- tuning seeds (best fixed ratio, RegMix; disjoint from the evaluation seeds): "
-              f"{setup['tune_seeds']}",
-              f"- workers: {setup['workers']}; compute: {comp['wall_seconds']:.1f} s wall-clock, "
+              *tuning_line,
+              f"- workers: {setup['workers']}{threads}; compute: {comp['wall_seconds']:.1f} s wall-clock, "
               f"{comp['episode_seconds']:.1f} s in episodes, {comp['episodes_total']} episodes "
               f"({comp['episodes_run']} run now, {comp['episodes_cached']} from the cache)"
               + (f", {comp['worker_cpu_seconds']:.1f} worker CPU-seconds" if comp["worker_cpu_seconds"] else ""),
@@ -70,16 +81,38 @@ def render_markdown(report: dict[str, Any]) -> str:
               + (f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU") + f", Python {m['python']}",
               f"- scores: final balanced / source / target score of each episode; {ci_note}; rank 1 = "
               "best balanced mean", ""]
-    lines += ["## Results per scenario", ""]
+    lines += ["## Results per scenario", "",
+              "*share* is the source : target split of the weights a policy set (each field's total "
+              "weight, mean over steps and seeds). `uniform` is uniform over **domains**, not fields: "
+              "its source share is the scenario's fraction of source domains.", ""]
+    scenarios = {sc["key"]: sc for sc in setup["scenarios"]}
+    per_pair = {}
+    for w in report["win_rates"]["per_scenario"]:
+        per_pair.setdefault(w["scenario"], []).append(w)
     for key, rows in report["results"].items():
-        lines += [f"### {key}", "", "| rank | policy | role | balanced | source | target |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"### {key}", "", "| rank | policy | role | balanced | source | target | share (source : target) |",
+                  "|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: r["rank"]):
             name = r["policy"] if r["policy"] == r["describe"] or not r["describe"] else \
                 f"{r['policy']} — `{r['describe']}`"
             lines.append(f"| {r['rank']} | {name} | {r['role']} | {_ci(r['balanced'])} | "
-                         f"{_ci(r['source'])} | {_ci(r['target'])} |")
+                         f"{_ci(r['source'])} | {_ci(r['target'])} | {_share(r.get('field_shares'))} |")
         lines.append("")
+        sc = scenarios.get(key)
+        if sc and any(r["describe"] == "uniform" for r in rows):
+            lines += [f"`uniform` here: 1/{sc['num_domains']} per domain, so source share "
+                      f"{sc['num_source']}/{sc['num_domains']} = {sc['num_source'] / sc['num_domains']:.2f}.",
+                      ""]
+        pairs = per_pair.get(key, [])
+        if pairs:
+            lines += ["Each learned policy against every baseline (final balanced score, learned − "
+                      "baseline, paired by seed):", "",
+                      "| learned | baseline | difference | win rate | verdict |", "|---|---|---|---|---|"]
+            for w in pairs:
+                lines.append(f"| {w['learned']} | {w['baseline']} | {_ci(w['diff'])} | "
+                             f"{_pct(w['win_rate'])} ({w['wins']}W {w['ties']}T {w['losses']}L) | "
+                             f"{w['verdict']} |")
+            lines.append("")
     if report["tuning"]:
         lines += ["## Tuned baselines", "",
                   "Tuned per scenario on the tuning seeds only, then evaluated on the evaluation seeds.", ""]

@@ -91,21 +91,29 @@ class _Executor:
     def _env_vars(self) -> dict[str, str]:
         return {k: os.environ[k] for k in ("MIXAGENT_CACHE",) if os.environ.get(k)}
 
+    def start(self) -> None:
+        """Build the workers (their environments, maybe a base) unless built: done before the
+        progress of a phase starts, so its rate and time left count episodes only."""
+        if self.uses_ray:
+            if self.pool is None:
+                self._start_pool()
+        elif self.local is None:
+            from mixagent.evaluation.worker import EvaluationWorker
+
+            # the documented share (cfg.threads), applied to the proxies only: with no thread
+            # setting the in-process proxies used to run on every core
+            self.local = EvaluationWorker(self._payload(), self.config.threads, self._env_vars(),
+                                          in_process=True, progress=self.config.progress)
+            self.workers_info = [self.local.info()]
+
     def run(self, tasks: list[_Task], on_result: Callable[[_Task, dict[str, Any]], None]) -> None:
         if not tasks:
             return
+        self.start()
         if not self.uses_ray:
-            if self.local is None:
-                from mixagent.evaluation.worker import EvaluationWorker
-
-                self.local = EvaluationWorker(self._payload(), self.config.threads_per_worker,
-                                              self._env_vars())
-                self.workers_info = [self.local.info()]
             for t in tasks:
                 on_result(t, self.local.run(t.payload()))
             return
-        if self.pool is None:
-            self._start_pool()
         by_index = dict(enumerate(tasks))
         self.retries += self.pool.run(list(by_index), "run", lambda i, rec: on_result(by_index[i], rec),
                                       max_attempts=self.config.max_attempts,
@@ -121,13 +129,18 @@ class _Executor:
         self.started_ray = ensure_ray(cfg.address)
         remote_cls = ray.remote(EvaluationWorker)
         payload, env_vars, threads = self._payload(), self._env_vars(), cfg.threads
+        # an actor's stderr is not a terminal: its progress (a base pre-trained there) is logged,
+        # at the driver's level, and Ray forwards it to the driver's stderr
+        progress = False if cfg.progress is False else None
+        log_level = logging.getLogger().getEffectiveLevel()
         serial = 0
 
         def new_actor() -> Any:
             nonlocal serial
             serial += 1
             return remote_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
-                                      max_restarts=0).remote(payload, threads, env_vars, f"w{serial}")
+                                      max_restarts=0).remote(payload, threads, env_vars, f"w{serial}",
+                                                             progress=progress, log_level=log_level)
 
         self.pool = ActorPool([new_actor() for _ in range(cfg.workers)], new_actor,
                               max_replacements=cfg.workers * cfg.max_attempts, what="task",
@@ -180,8 +193,12 @@ class _Evaluation:
 
     # -- tasks ---------------------------------------------------------------------------------------
     def _collect(self, tasks: list[_Task], executor: _Executor, desc: str) -> None:
-        """Load cached episodes, run the rest, store every record under its key."""
-        from tqdm.auto import tqdm
+        """Load cached episodes, run the rest, store every record under its key.
+
+        Progress: a bar on a terminal; otherwise (a log file) one log line per finished episode
+        with its policy, scenario, seed and score, so a long evaluation is never silent.
+        """
+        from mixagent.utils.progress import Progress
 
         todo: dict[tuple[str, str, int], _Task] = {}
         for t in tasks:
@@ -193,17 +210,34 @@ class _Evaluation:
                 self.cached += 1
             else:
                 todo[t.key] = t
+        cached = len(tasks) - len(todo)
         if not todo:
+            if tasks:
+                log.info("%s: all %d episodes from the cache in %s", desc, cached, self.out / "episodes")
             return
-        disable = None if self.config.progress is None else not self.config.progress
-        with tqdm(total=len(todo), desc=desc, unit="episode", disable=disable) as bar:
+        log.info("%s: %d episodes to run (%d from the cache), %s", desc, len(todo), cached,
+                 f"{self.config.workers} workers" if executor.uses_ray else "in this process")
+        executor.start()
+        with Progress(len(todo), desc, "episode", progress=self.config.progress, logger=log,
+                      log_every=1) as bar:
             def done(task: _Task, rec: dict[str, Any]) -> None:
                 self.store.put(rec)
                 self.records[task.key] = rec
                 self.ran += 1
-                bar.update(1)
+                bar.update(1, note=f"{self._label(task)} on {task.scenario.key} seed {task.seed}: "
+                                   f"balanced {float(rec['final_scores']['balanced']):+.5f}")
 
             executor.run(list(todo.values()), done)
+
+    def _label(self, task: _Task) -> str:
+        """The policy's name in the report, or what a tuning episode tries."""
+        for e in self.entries:
+            if e.instance is not None and e.instance.policy_id == task.instance.policy_id:
+                return e.label
+            inst = e.tuned_instances.get(task.scenario.key)
+            if inst is not None and inst.policy_id == task.instance.policy_id:
+                return f"{e.label} ({inst.describe})"
+        return f"tuning {task.instance.describe}"
 
     def _finals(self, sc: Scenario) -> dict[tuple[str, int], dict[str, float]]:
         return {(pid, seed): rec["final_scores"] for (key, pid, seed), rec in self.records.items()
@@ -300,7 +334,15 @@ class _Evaluation:
                             "worker_cpu_seconds": None if cpu is None else round(cpu, 3),
                             "episodes_total": len(self.records), "episodes_run": self.ran,
                             "episodes_cached": self.cached, "retries": retries,
-                            "workers": workers_info},
+                            "workers": workers_info,
+                            "threads_per_worker": cfg.threads,
+                            "threads_applied": _threads_applied(workers_info)},
+            },
+            "notes": {
+                "field_shares": "mean over steps and seeds of each field's total domain weight "
+                                "(results[].field_shares)",
+                "uniform": "uniform is uniform over domains, not over fields: its source share is "
+                           "(source domains) / (all domains) of the scenario",
             },
             "policies": [e.to_dict() for e in self.entries],
             "tuning": self.tuning,
@@ -309,6 +351,16 @@ class _Evaluation:
             "transfer": analysis.transfer(self.records, self.entries, self.scenarios, seeds, tables),
             "episodes": episodes,
         }
+
+
+def _threads_applied(workers_info: list[dict[str, Any]]) -> list[int] | None:
+    """The torch thread counts the workers' episodes ran with (as each worker reported it), or
+    None when no worker started (every episode came from the cache)."""
+    found: set[int] = set()
+    for w in workers_info:
+        t = w.get("threads")
+        found.update(t if isinstance(t, list) else [t] if t is not None else [])
+    return sorted(found) or None
 
 
 def _machine() -> dict[str, Any]:

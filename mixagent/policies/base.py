@@ -281,6 +281,52 @@ def _coerce(value: str) -> Any:
     return value
 
 
+def _looks_like_path(text: str) -> bool:
+    """Whether a spec word was meant as a path (baseline names have no separators or dots)."""
+    return "/" in text or "\\" in text or text.startswith(("~", ".")) or Path(text).expanduser().exists()
+
+
+def policy_spec_error(spec: str, name: str, choices: Sequence[str] = BASELINES, *,
+                      is_path: bool | None = None) -> ConfigError:
+    """The error for ``name`` (from ``spec``) naming neither a known baseline nor a saved policy.
+
+    Why one function: a mistyped path without ``policy:`` used to be reported as an unknown
+    baseline, which sends the user hunting through baseline names. A word that looks like a path
+    gets told whether it exists and what it is (a policy directory to write as ``policy:PATH``,
+    a file inside one, a directory without ``config.json``); any other word gets the baseline
+    names and, when one is close, a suggestion. :mod:`mixagent.evaluation.policies` raises the
+    same messages (with its extra tuned baselines in ``choices``). ``is_path`` says whether
+    ``name`` can only be a path (after ``policy:``); None guesses from its look.
+    """
+    names = ", ".join(choices)
+    path = Path(name.strip()).expanduser()
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return ConfigError(f"policy spec {spec!r}: {name} is a saved policy directory, not a baseline; "
+                           f"write policy:{name}")
+    if path.is_file() and (path.parent / CONFIG_NAME).is_file():
+        return ConfigError(f"policy spec {spec!r}: {name} is a file inside the policy directory "
+                           f"{path.parent}; name the directory: policy:{path.parent}")
+    if path.is_dir():
+        return ConfigError(f"policy spec {spec!r}: {path} is a directory but not a saved policy (no "
+                           f"{CONFIG_NAME} in it); name a directory written by 'mixagent train' or "
+                           "MixingPolicy.save() as policy:DIR")
+    if path.exists():
+        return ConfigError(f"policy spec {spec!r}: {path} is a file, not a policy directory; name a "
+                           "directory written by 'mixagent train' as policy:DIR")
+    import difflib
+
+    close = difflib.get_close_matches(path.name, list(choices), n=1, cutoff=0.6)
+    hint = f" (did you mean baseline:{close[0]}?)" if close else ""
+    if is_path or (is_path is None and _looks_like_path(name)):
+        return ConfigError(f"policy spec {spec!r}: no policy directory at {path}: it does not exist "
+                           f"(relative paths start at the current directory, {Path.cwd()}){hint}; check "
+                           "the path, train a policy with 'mixagent train', or name a baseline as "
+                           f"baseline:NAME with NAME one of {names}")
+    return ConfigError(f"policy spec {spec!r}: unknown baseline {name!r}{hint} (and no directory of "
+                       f"that name here); choose from {names}, or name a saved policy directory as "
+                       "policy:DIR")
+
+
 def resolve_policy(spec: str | MixingPolicy) -> MixingPolicy:
     """A policy from ``baseline:NAME[?k=v&...]``, ``policy:DIR``, a bare baseline name or a
     directory path; an instance is returned as is."""
@@ -291,15 +337,16 @@ def resolve_policy(spec: str | MixingPolicy) -> MixingPolicy:
     if not sep:
         scheme, rest = ("policy", text) if Path(text).is_dir() else ("baseline", text)
     if scheme == "policy":
-        return load_policy(rest)
+        if not Path(rest).expanduser().is_dir():
+            raise policy_spec_error(spec, rest, is_path=True)
+        return load_policy(Path(rest).expanduser())
     if scheme != "baseline":
         raise ConfigError(f"policy spec {spec!r}: use 'baseline:NAME[?key=value&...]' (NAME one of "
                           f"{', '.join(BASELINES)}) or 'policy:DIR'")
     name, _, query = rest.partition("?")
     name = name.strip()
     if name not in BASELINES:
-        raise ConfigError(f"policy spec {spec!r}: unknown baseline {name!r}; choose from "
-                          f"{', '.join(BASELINES)}")
+        raise policy_spec_error(spec, name)
     kwargs = {k: _coerce(v) for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
     if query and not kwargs:
         raise ConfigError(f"policy spec {spec!r}: parameters must look like '?key=value&key=value'")
@@ -395,15 +442,15 @@ def run_episode(policy: MixingPolicy, env: Any, seed: int, *,
 def evaluate_policies(policies: Sequence[MixingPolicy], env: Any, seeds: Sequence[int], *,
                       progress: bool | None = None) -> dict[str, list[EpisodeResult]]:
     """Every policy on every seed (same env seeds for all), sequentially in this process."""
-    from tqdm.auto import tqdm
+    from mixagent.utils.progress import Progress
 
     out: dict[str, list[EpisodeResult]] = {}
-    disable = None if progress is None else not progress
-    with tqdm(total=len(policies) * len(seeds), desc="evaluating", unit="episode",
-              disable=disable) as bar:
+    with Progress(len(policies) * len(seeds), "evaluating", "episode", progress=progress,
+                  logger=log, log_every=1) as bar:
         for p in policies:
             key = p.describe()
             for s in seeds:
-                out.setdefault(key, []).append(run_episode(p, env, s))
-                bar.update(1)
+                res = run_episode(p, env, s)
+                out.setdefault(key, []).append(res)
+                bar.update(1, note=f"{key} seed {s}: balanced {res.final_scores['balanced']:+.5f}")
     return out

@@ -41,9 +41,8 @@ def compare(env: Any, policies: Sequence[str | MixingPolicy], seeds: Sequence[in
             grid: dict[str, Any] | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Evaluate policies, plus the best fixed ratio: grid-searched here on ``ratio_seeds``, or
     taken from ``grid`` (a :func:`~mixagent.policies.static.grid_search_ratio` result)."""
-    from tqdm.auto import tqdm
-
     from mixagent.policies.static import FixedRatio, grid_search_ratio
+    from mixagent.utils.progress import Progress
 
     t0 = time.perf_counter()
     pols = [resolve_policy(p) for p in policies]
@@ -57,14 +56,14 @@ def compare(env: Any, policies: Sequence[str | MixingPolicy], seeds: Sequence[in
         best.provenance = {"name": f"best fixed ratio (source={grid['best']:g})"}
         pols.append(best)
     rows = []
-    disable = None if progress is None else not progress
-    with tqdm(total=len(pols) * len(seeds), desc="evaluating", unit="episode", disable=disable) as bar:
+    with Progress(len(pols) * len(seeds), "evaluating", "episode", progress=progress, logger=log,
+                  log_every=1) as bar:
         for p in pols:
+            name = p.provenance.get("name") or p.describe()
             finals = []
             for s in seeds:
                 finals.append(run_episode(p, env, int(s)).final_scores)
-                bar.update(1)
-            name = p.provenance.get("name") or p.describe()
+                bar.update(1, note=f"{name} seed {int(s)}: balanced {finals[-1]['balanced']:+.5f}")
             rows.append(summarise(str(name), finals, seeds))
     return {"env": getattr(env, "unwrapped", env).env_spec.name, "seeds": [int(s) for s in seeds],
             "ratio_grid": grid, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),

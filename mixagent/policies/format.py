@@ -69,16 +69,68 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file, or None if it is.
+
+    Reads only the header and compares the byte ranges it declares with the file's size, so a
+    truncated copy (an interrupted copy or save) is caught before a loader fails deep inside with
+    a message that does not name the file; cheap for a multi-gigabyte model too.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"truncated ({size} bytes, not even the 8-byte header length)"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"truncated or corrupt (its header declares {n} bytes, the file has {size})"
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        return "missing"
+    except IsADirectoryError:
+        return "a directory, not a file"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    except (ValueError, UnicodeDecodeError):
+        return "corrupt (its header is not valid JSON)"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "corrupt (its header does not describe tensors)"
+    if 8 + n + end > size:
+        return f"truncated (its tensors need {8 + n + end} bytes, the file has {size})"
+    return None
+
+
+def _needs_tensors(config: dict[str, Any], cls: type[MixingPolicy]) -> bool:
+    return "architecture" in config or cls.tensors is not MixingPolicy.tensors
+
+
 def load_policy_dir(path: Path) -> MixingPolicy:
     """Rebuild a policy from its directory (json + safetensors only)."""
     config = read_config(path)
     cls = policy_class(str(config["kind"]))
     tensors: dict[str, Any] = {}
     model = path / MODEL_NAME
-    if model.is_file():
-        from safetensors.torch import load_file
+    if model.exists():
+        problem = safetensors_problem(model)
+        if problem is None:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
 
-        tensors = load_file(str(model))
+            try:
+                tensors = load_file(str(model))
+            except (SafetensorError, OSError) as err:
+                problem = f"corrupt ({err})"
+        if problem is not None:
+            raise ConfigError(f"{model}: the policy's weights are {problem}; copy the policy "
+                              "directory again from its source, or re-train the policy")
+    elif _needs_tensors(config, cls):
+        raise ConfigError(f"{model}: missing; a {config['kind']} policy needs its learned weights "
+                          "beside config.json. Copy the whole policy directory (config.json and "
+                          f"{MODEL_NAME}), or re-train the policy")
     return cls.from_config(config, tensors)
 
 

@@ -7,6 +7,7 @@ defined by roles and token counts, never by domain positions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ from pydantic import Field
 
 from mixagent.config import StrictModel
 from mixagent.policies.base import DomainSpace, MixingPolicy, register_policy
+
+log = logging.getLogger(__name__)
 
 
 class StaticPolicy(MixingPolicy):
@@ -134,20 +137,19 @@ def grid_search_ratio(env: Any, ratios: Sequence[float] | None = None,
     "balanced_std": .., "per_seed": [...]}, ...]}`` sorted by ratio. Use different seeds here
     than in a final evaluation, or the best ratio is tuned on the evaluation's noise.
     """
-    from tqdm.auto import tqdm
-
     from mixagent.policies.base import run_episode
+    from mixagent.utils.progress import Progress
 
     grid = list(np.round(np.linspace(0.0, 1.0, 11), 4) if ratios is None else ratios)
     rows = []
-    disable = None if progress is None else not progress
-    with tqdm(total=len(grid) * len(seeds), desc="ratio grid", unit="episode", disable=disable) as bar:
+    with Progress(len(grid) * len(seeds), "ratio grid", "episode", progress=progress, logger=log,
+                  log_every=1) as bar:
         for r in grid:
             pol = FixedRatio(source=float(r), within=within)
             finals = []
             for s in seeds:
                 finals.append(run_episode(pol, env, int(s)).final_scores["balanced"])
-                bar.update(1)
+                bar.update(1, note=f"source share {float(r):g} seed {int(s)}: balanced {finals[-1]:+.5f}")
             rows.append({"source": float(r), "balanced_mean": float(np.mean(finals)),
                          "balanced_std": float(np.std(finals)), "per_seed": finals})
     best = max(rows, key=lambda row: row["balanced_mean"])

@@ -131,7 +131,8 @@ def pretrain_base(recipe: BaseRecipe, out: Path, runtime: RuntimeSpec,
                   progress: bool | None = None) -> dict[str, Any]:
     """Pre-train the proxy on the source domains and save it into ``out``."""
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+
+    from mixagent.utils.progress import Progress
 
     device = configure_runtime(runtime)
     spec = recipe.pretrain
@@ -155,9 +156,11 @@ def pretrain_base(recipe: BaseRecipe, out: Path, runtime: RuntimeSpec,
     losses: list[float] = []
     log.info("pre-training base %s: %d params, %d steps of %d tokens on %d source domains",
              recipe.key, count_parameters(model), total, per_step, len(domains))
-    disable = None if progress is None else not progress  # None: only on a terminal
+    # a bar on a terminal; otherwise a log line about every tenth of the run (and every 30 s),
+    # so a log file shows the loss and speed of a long pre-training
     with thread_scope(resolve_threads(runtime)), \
-            tqdm(total=total, desc="pre-training base", unit="step", disable=disable) as bar:
+            Progress(total, "pre-training base", "step", progress=progress, logger=log,
+                     log_every=max(1, total // 10), log_seconds=30.0) as bar:
         for start in range(0, total, chunk):
             n = min(chunk, total - start)
             tokens, _ = sampler.next_batch(n * spec.batch_size)
@@ -165,8 +168,11 @@ def pretrain_base(recipe: BaseRecipe, out: Path, runtime: RuntimeSpec,
             step_losses = train_steps(model, optimizer, batch, lrs[start : start + n],
                                       spec.optimizer.grad_clip)
             losses.extend(step_losses.cpu().tolist())
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix({"loss": f"{np.mean(losses[-n:]):.3f}",
+                             "tokens/s": f"{(start + n) * per_step / max(elapsed, 1e-9):,.0f}"},
+                            refresh=False)
             bar.update(n)
-            bar.set_postfix(loss=f"{np.mean(losses[-n:]):.3f}")
     model.eval()
     with quiet_transformers():
         model.save_pretrained(str(out))

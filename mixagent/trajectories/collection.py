@@ -15,6 +15,8 @@ Faults:
 * a user error inside an episode (a :class:`~mixagent.errors.MixagentError`), or any error
   while a worker builds its environment, stops the collection with that message: retrying a
   deterministic error only repeats it;
+* two runs on one folder: the first holds ``.collect.lock`` (an ``flock``, released by the
+  kernel when its process dies) for its whole run; the second fails at once, naming the first;
 * ``resume=True`` removes leftover temporary files, moves shards that fail validation into
   ``quarantine/`` (reported with path and reason, never deleted) and collects every episode
   ``0..episodes-1`` that has no valid shard. Episode seeds depend only on (seed, index), so the
@@ -45,10 +47,13 @@ from mixagent.trajectories.identity import CollectionIdentity, resolved_spec_has
 from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, observation_layout, schema_table_markdown
 from mixagent.trajectories.storage import (
     CARD_FORMAT,
+    COLLECTION_ENTRIES,
     COLLECTION_FILE,
     COLLECTION_FORMAT,
+    LOCK_FILE,
     TrajectoryError,
     check_table,
+    collection_lock,
     quarantine,
     read_card,
     read_collection,
@@ -60,6 +65,7 @@ from mixagent.trajectories.storage import (
     write_shard,
 )
 from mixagent.trajectories.worker import EpisodeWorker, FaultInjection, WorkerConfig
+from mixagent.utils.progress import Progress
 from mixagent.utils.raypool import ActorPool as _ActorPool
 from mixagent.utils.raypool import ensure_ray as _ensure_ray
 
@@ -162,6 +168,24 @@ class _Collection:
                 "domain_names": list(self.resolved.domains),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
+    def _foreign_error(self) -> TrajectoryError:
+        return TrajectoryError(f"{self.out} exists and is not a mixagent trajectory collection "
+                               f"(no {COLLECTION_FILE}); choose an empty or new --out")
+
+    def _precheck(self) -> None:
+        """Refuse a folder that is plainly not a collection before the lock file goes into it.
+
+        Lenient on purpose: a run that just started may have written some collection files but
+        not yet ``collection.json``; the strict check in :meth:`_prepare` runs under the lock.
+        """
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise TrajectoryError(f"--out {out} is a file, not a folder; choose another --out")
+        if out.is_dir() and not (out / COLLECTION_FILE).exists() and any(
+                p.name not in COLLECTION_ENTRIES and not p.name.startswith(".")
+                for p in out.iterdir()):
+            raise self._foreign_error()
+
     def _prepare(self) -> set[int]:
         """Create or check the folder; on resume clean it up. Returns the episodes present."""
         out, cfg = self.out, self.config
@@ -172,9 +196,8 @@ class _Collection:
             if not cfg.resume:
                 raise TrajectoryError(f"{out} already holds this collection; pass --resume to "
                                       "continue it (or choose another --out)")
-        elif out.exists() and any(out.iterdir()):
-            raise TrajectoryError(f"{out} exists and is not a mixagent trajectory collection "
-                                  f"(no {COLLECTION_FILE}); choose an empty or new --out")
+        elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise self._foreign_error()
         else:
             spec_dump = {"origin": self.resolved.spec.origin,
                          "spec": self.resolved.spec.model_dump(mode="json")}
@@ -193,6 +216,11 @@ class _Collection:
 
     # -- run ---------------------------------------------------------------------------------------
     def run(self) -> CollectResult:
+        self._precheck()
+        with collection_lock(self.out):
+            return self._run_locked()
+
+    def _run_locked(self) -> CollectResult:
         cfg = self.config
         t_start = time.perf_counter()
         present = self._prepare()
@@ -221,16 +249,15 @@ class _Collection:
         write_shard(self.out, episode, table)
         self.result.collected.append(episode)
         self.result.transitions += table.num_rows
-        bar.update(1)
         elapsed = time.perf_counter() - self._t_ready
         bar.set_postfix(transitions=self.result.transitions,
                         per_s=f"{self.result.transitions / max(elapsed, 1e-9):.2f}")
+        bar.update(1, note=f"episode {episode}: {table.num_rows} transitions")
 
-    def _bar(self, total: int) -> Any:
-        from tqdm.auto import tqdm
-
-        disable = None if self.config.progress is None else not self.config.progress
-        return tqdm(total=total, desc="collecting", unit="episode", disable=disable)
+    def _bar(self, total: int) -> Progress:
+        """A bar on a terminal, a log line per episode otherwise (a collection runs for hours)."""
+        return Progress(total, "collecting", "episode", progress=self.config.progress, logger=log,
+                        log_every=1)
 
     def _run_local(self, todo: list[int]) -> None:
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@
       README.md            the card for humans
       shards/episode-000042.parquet     one whole episode per shard, written atomically
       quarantine/          bad shards moved aside on --resume (never deleted), with the reason
+      .collect.lock        held by the collection run writing here (removed when it ends)
 
 A shard is written to a hidden temporary file in ``shards/`` and renamed into place, so a
 ``episode-*.parquet`` file is either complete or absent; a kill leaves at most a ``.tmp`` file,
@@ -26,6 +27,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from mixagent.trajectories.schema import (
     SCHEMA_TAG,
     arrow_schema,
 )
-from mixagent.utils.io import write_json_atomic
+from mixagent.utils.io import LockHeld, exclusive_lock, write_json_atomic
 
 COLLECTION_FILE = "collection.json"
 SPEC_FILE = "env_spec.json"
@@ -51,6 +53,10 @@ CARD_FILE = "card.json"
 README_FILE = "README.md"
 SHARDS_DIR = "shards"
 QUARANTINE_DIR = "quarantine"
+LOCK_FILE = ".collect.lock"
+# what a collection folder may hold; anything else (not hidden) marks a folder that is not ours
+COLLECTION_ENTRIES = frozenset({COLLECTION_FILE, SPEC_FILE, CARD_FILE, README_FILE, SHARDS_DIR,
+                                QUARANTINE_DIR})
 COLLECTION_FORMAT = "mixagent.collection/1"
 CARD_FORMAT = "mixagent.trajectory-card/1"
 _SHARD_RE = re.compile(r"^episode-(\d{6,})\.parquet$")
@@ -307,4 +313,30 @@ def write_card(root: Path, card: dict[str, Any], readme: str) -> None:
 
 
 def is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+    return path.is_dir() and not any(p.name != LOCK_FILE for p in path.iterdir())
+
+
+class CollectionBusyError(TrajectoryError):
+    """Another collection run holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def collection_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/.collect.lock`` for a whole collection run, or fail at once.
+
+    Two runs on one folder would race to create it (the loser then calls it foreign) and, on
+    ``--resume``, would both collect the same missing episodes; the lock makes the second one stop
+    before it touches anything, naming the first. It is an ``flock``: the kernel releases it when
+    its process dies, so a killed run never blocks the next one.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(root / LOCK_FILE):
+            yield
+    except LockHeld as err:
+        host, _, pid = err.holder.partition(" ")
+        who = f"pid {pid} on {host}" if pid else "pid unknown"
+        raise CollectionBusyError(
+            f"{root}: another collection run ({who}) is writing to this folder (it holds "
+            f"{err.path}); wait for it to finish, or use another --out") from None

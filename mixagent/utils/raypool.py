@@ -44,8 +44,21 @@ class PoolWorker:
     worker_id: str
     setup_seconds: float = 0.0
 
-    def _setup(self, worker_id: str, env_vars: dict[str, str] | None, threads: int | None) -> None:
+    def _setup(self, worker_id: str, env_vars: dict[str, str] | None, threads: int | None, *,
+               log_level: int | None = None) -> None:
+        """Identity, environment, threads and (``log_level``) logging of this worker.
+
+        ``log_level`` is the driver's: a Ray actor is a fresh process whose root logger shows
+        warnings only, so without it the actor's INFO lines (a base being pre-trained, with its
+        progress) would never reach the driver's stderr, where Ray forwards actor output.
+        """
         self.worker_id = f"{worker_id}@{socket.gethostname()}:{os.getpid()}"
+        if log_level is not None:
+            root = logging.getLogger()
+            if not root.handlers:
+                logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                    datefmt="%H:%M:%S")
+            root.setLevel(log_level)
         os.environ.update(env_vars or {})
         if threads is not None:
             os.environ["MIXAGENT_NUM_THREADS"] = str(threads)

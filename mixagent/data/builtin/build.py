@@ -26,8 +26,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from mixagent.data.builtin import problems
 from mixagent.data.builtin.code import code_domains
 from mixagent.data.builtin.mathtext import math_domains
@@ -38,8 +36,9 @@ from mixagent.data.manifest import DataDir
 from mixagent.data.tokenizer import load_tokenizer, train_bpe
 from mixagent.data.writer import DataDirWriter, is_eval_document, safe_filename
 from mixagent.errors import DataError
-from mixagent.utils.io import atomic_directory, sha256_json
+from mixagent.utils.io import atomic_directory, remove_stale_temporaries, sha256_json
 from mixagent.utils.paths import cache_dir
+from mixagent.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +125,7 @@ def build_builtin(
     """
     spec = size_spec(size)
     out = Path(out) if out is not None else default_builtin_dir(size)
+    remove_stale_temporaries(out)  # a killed earlier build's leftovers, also when we reuse `out`
     _check_replaceable(out, size)
     t0 = time.perf_counter()
     plan = plan_builtin(size, seed)
@@ -156,8 +156,9 @@ def build_builtin(
         for name, role, desc in FIELDS:
             writer.add_field(name, role, desc)
         t2 = time.perf_counter()
-        for sp in tqdm(spilled, desc="tokenizing", unit="domain", disable=None):
-            writer.add_documents(sp.source.name, sp.source.field, sp.documents(), sp.source.description)
+        with Progress(len(spilled), "tokenizing", "domain", logger=log) as bar:
+            for sp in bar.wrap(spilled):
+                writer.add_documents(sp.source.name, sp.source.field, sp.documents(), sp.source.description)
         log.info("tokenized %d domains in %.1f s", len(spilled), _since(t2))
         writer.add_task(
             TASK_NAME,
@@ -245,22 +246,20 @@ def _extract(plan: BuiltinPlan, work: Path, workers: int | None) -> list[_Spille
     if multiprocessing.current_process().daemon:
         workers = 1  # daemonic processes (e.g. a multiprocessing pool's workers) cannot have children
     paths = {d.name: work / f"{safe_filename(d.name)}.jsonl" for d in plan.domains}
-    bar = tqdm(total=len(plan.domains), desc="reading sources", unit="domain", disable=None)
-    if workers <= 1:
-        for d in plan.domains:
-            bar.set_postfix_str(d.name)
-            _spill(d, plan.spec, plan.seed, paths[d.name])
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(_spill_in_worker, plan.spec.name, plan.seed, d.name, str(paths[d.name]))
-                for d in plan.domains
-            ]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update()
-    bar.close()
+    with Progress(len(plan.domains), "reading sources", "domain", logger=log) as bar:
+        if workers <= 1:
+            for d in plan.domains:
+                _spill(d, plan.spec, plan.seed, paths[d.name])
+                bar.update(note=d.name)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {
+                    pool.submit(_spill_in_worker, plan.spec.name, plan.seed, d.name, str(paths[d.name])): d.name
+                    for d in plan.domains
+                }
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update(note=futures[fut])
     return [_Spilled(d, paths[d.name], _read_stats(paths[d.name])) for d in plan.domains]
 
 

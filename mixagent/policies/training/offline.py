@@ -150,6 +150,12 @@ def _soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -
             t.lerp_(s, tau)
 
 
+def _log_every(eval_every: int, steps: int) -> int:
+    """A log line (off a terminal) about every tenth of a phase, on a validation step, whose
+    numbers it then shows."""
+    return eval_every * max(1, steps // 10 // eval_every)
+
+
 def make_agent(actor: ActorNet, cfg: OfflineConfig) -> MixingAgent:
     params = AgentParams(features=cfg.features, network=cfg.network, action_scale=cfg.action_scale,
                          floor=cfg.floor, squash="tanh", deterministic=True)
@@ -160,7 +166,7 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
                   progress: bool | None = None, provenance: dict[str, Any] | None = None
                   ) -> OfflineResult:
     """Train an agent on ``data``; writes checkpoints under ``out/checkpoints`` if ``out``."""
-    from tqdm.auto import tqdm
+    from mixagent.utils.progress import Progress
 
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -184,7 +190,6 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
     prov["hyperparameters"] = cfg.model_dump(mode="json")
     prov.setdefault("trained_on", [s.to_dict() for s in data.spaces])
     history: list[dict[str, float]] = []
-    disable = None if progress is None else not progress
     ckpts: list[Path] = []
 
     def checkpoint(phase: str, step: int, a: ActorNet) -> None:
@@ -204,7 +209,9 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
     val_bc = _tensors(val, _top_episodes(val, cfg.bc_top_quantile)) if val is not None else None
     opt = torch.optim.AdamW(actor.parameters(), lr=cfg.bc_lr, weight_decay=cfg.weight_decay)
     best_val, best_state, bad, step = np.inf, copy.deepcopy(actor.state_dict()), 0, 0
-    with tqdm(total=cfg.bc_steps, desc="behaviour cloning", unit="step", disable=disable) as bar:
+    # log lines (off a terminal) at the validation points, where the postfix is fresh
+    with Progress(cfg.bc_steps, "behaviour cloning", "step", progress=progress, logger=log,
+                  log_every=_log_every(cfg.eval_every, cfg.bc_steps), log_seconds=30.0) as bar:
         for step in range(1, cfg.bc_steps + 1):
             b = _tensors(train, rng.choice(bc_idx, min(cfg.batch_size, len(bc_idx))))
             loss = _bc_loss(actor, b)
@@ -212,7 +219,6 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
             loss.backward()
             torch.nn.utils.clip_grad_norm_(actor.parameters(), 1.0)
             opt.step()
-            bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.bc_steps:
                 with torch.no_grad():
                     v = float(_bc_loss(actor, val_bc)) if val_bc is not None and len(val_bc["rew"]) else loss.item()
@@ -224,7 +230,9 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
                     bad += 1
                     if bad >= cfg.patience:
                         log.info("behaviour cloning: early stop at step %d (best val NLL %.4f)", step, best_val)
+                        bar.update(1)
                         break
+            bar.update(1)  # after the postfix, so a log line shows this step's numbers
             if step % cfg.checkpoint_every == 0:
                 checkpoint("bc", step, actor)
     actor.load_state_dict(best_state)
@@ -276,7 +284,8 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
         return td, gap
 
     best_val, best_state, bad = np.inf, copy.deepcopy(actor.state_dict()), 0
-    with tqdm(total=cfg.cql_steps, desc="CQL", unit="step", disable=disable) as bar:
+    with Progress(cfg.cql_steps, "CQL", "step", progress=progress, logger=log,
+                  log_every=_log_every(cfg.eval_every, cfg.cql_steps), log_seconds=30.0) as bar:
         for step in range(1, cfg.cql_steps + 1):
             b = _tensors(train, rng.integers(0, len(train), min(cfg.batch_size, len(train))))
             alpha = log_alpha.exp().detach()
@@ -303,7 +312,6 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
             a_opt.step()
             _soft_update(q1_t, q1, cfg.tau)
             _soft_update(q2_t, q2, cfg.tau)
-            bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.cql_steps:
                 if val_t is not None:
                     with torch.no_grad():
@@ -324,7 +332,9 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
                     if bad >= cfg.patience:
                         log.info("CQL: early stop at step %d (best validation TD %.4f at step %s)",
                                  step, best_val, best.get("step"))
+                        bar.update(1)
                         break
+            bar.update(1)  # after the postfix, so a log line shows this step's numbers
             if step % cfg.checkpoint_every == 0:
                 checkpoint("cql", step, actor)
     actor.load_state_dict(best_state)

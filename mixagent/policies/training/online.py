@@ -28,6 +28,7 @@ from mixagent.config import StrictModel
 from mixagent.policies.agent import AgentParams, MixingAgent
 from mixagent.policies.features import FeatureSpec
 from mixagent.policies.network import NetworkConfig
+from mixagent.utils.progress import Progress, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,22 @@ class OnlineResult:
     timesteps: int
     seconds: float
     episode_returns: list[float] = field(default_factory=list)
+
+
+class _LogProgress(BaseCallback):
+    """Log lines (every 30 s and at the end) when SB3's bar is off because stderr is not a terminal:
+    a job writing to a log file otherwise says nothing for the whole training run."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.bar = Progress(total, "online training", "env step", progress=None, logger=log)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
 
 
 class _FitNormalizers(BaseCallback):
@@ -130,8 +147,12 @@ def export_agent(model: Any, cfg: OnlineConfig, action_scale: float, floor: floa
 
 
 def train_online(spec: str | Path, cfg: OnlineConfig, out: Path | None = None, *,
-                 progress: bool = False) -> OnlineResult:
-    """Train with SB3 on the env of ``spec``; returns the exported agent (not yet saved)."""
+                 progress: bool | None = False) -> OnlineResult:
+    """Train with SB3 on the env of ``spec``; returns the exported agent (not yet saved).
+
+    ``progress``: True shows SB3's bar, None shows it on a terminal and logs lines otherwise,
+    False is silent.
+    """
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
@@ -182,9 +203,12 @@ def train_online(spec: str | Path, cfg: OnlineConfig, out: Path | None = None, *
     callbacks: list[BaseCallback] = [_FitNormalizers(cfg.learning_starts if cfg.algo == "sac" else 2)]
     if out is not None and cfg.checkpoint_every:
         callbacks.append(_Checkpoints(cfg.checkpoint_every, out, export))
+    mode = resolve_mode(progress)
+    if mode == "log":
+        callbacks.append(_LogProgress(cfg.timesteps))
     torch.manual_seed(cfg.seed)
     try:
-        model.learn(total_timesteps=cfg.timesteps, callback=callbacks, progress_bar=progress)
+        model.learn(total_timesteps=cfg.timesteps, callback=callbacks, progress_bar=mode == "bar")
         returns = [float(e["r"]) for e in model.ep_info_buffer]
     finally:
         train_env.close()
