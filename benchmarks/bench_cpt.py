@@ -9,7 +9,7 @@ Prints, from one single-process run (``run_cpt``, the code ``mixagent cpt`` runs
 2. **In-run evaluation share**: the held-out per-domain losses measured at every decision
    (``--eval-sequences`` sequences per domain, batched, no_grad), at the CLI defaults.
 
-The model is a ``pretrain-model``-sized Llama (random init: the overhead does not depend on
+The model is a ``model pretrain``-sized Llama (random init: the overhead does not depend on
 the weights) on the built-in corpus (``--data`` for another data directory). Absolute times
 depend on the machine and its load; the shares are what to compare.
 """

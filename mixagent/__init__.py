@@ -8,8 +8,7 @@ heavy dependencies (torch, transformers, ray) are imported by the submodules tha
 
 from mixagent.envs.registration import register_envs
 from mixagent.errors import ConfigError, DataError, MixagentError
-
-__version__ = "0.1.0"
+from mixagent.version import __version__
 
 register_envs()  # gymnasium.make("mixagent/ProxyCPT-v0", spec=...) works after `import mixagent`
 

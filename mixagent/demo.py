@@ -18,7 +18,6 @@ Library code logs; the CLI (``mixagent/cli/demo.py``) prints through ``report``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -32,10 +31,13 @@ import numpy as np
 from pydantic import Field
 
 from mixagent.config import StrictModel
-from mixagent.envs.spec import ObservationSpec, RewardSpec
+from mixagent.cpt.report import PLOT_NAME as RUN_PLOT_NAME
+from mixagent.cpt.report import SUMMARY_NAME as RUN_SUMMARY_NAME
+from mixagent.envs.spec import RewardSpec
 from mixagent.errors import ConfigError
-from mixagent.utils.io import file_lock, sha256_json, write_json_atomic
-from mixagent.utils.paths import cache_dir
+from mixagent.policies.format import CONFIG_NAME, MODEL_NAME, read_config
+from mixagent.policies.records import ScenarioRecord, evaluation_record, scenario_record
+from mixagent.utils.io import write_json_atomic
 from mixagent.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ DEMO_FORMAT = "mixagent.demo/1"
 SUMMARY_NAME = "demo_summary.json"
 PLOT_NAME = "demo_comparison.png"
 SHIPPED_POLICY = "policies/prose-to-math-agent-v1"
-SHIPPED_SCENARIO = "envs/prose-to-math.yaml"
 FROM_SCRATCH_ENV = "envs/demo-tiny.yaml"
 #: the source share used when the policy's card records no ratio grid for the scenario. 0.5 is
 #: the neutral middle of the grid, not a tuned value; the demo says so wherever it shows it.
@@ -106,8 +107,8 @@ class DemoConfig(StrictModel):
     source_field: str = "prose"
     target_field: str = "math"
     policy: str | None = Field(default=None, description=f"agent directory (default {SHIPPED_POLICY})")
-    scenario: str | None = Field(default=None, description="env spec whose reward/observation the agent "
-                                 f"was trained with (default {SHIPPED_SCENARIO}; from scratch: its env)")
+    scenario: str | None = Field(default=None, description="env spec whose reward/observation replace "
+                                 "the ones the agent's config records (provenance.scenario)")
     best_ratio: float | None = Field(default=None, ge=0, le=1,
                                      description="source share of the fixed-ratio run (default: the card's)")
     base: BaseModelSpec = Field(default_factory=BaseModelSpec)
@@ -171,87 +172,54 @@ def shipped_path(rel: str) -> Path:
     return beside if beside.exists() else p
 
 
-def best_fixed_ratio(policy_config: dict[str, Any], scenario: str) -> tuple[float, str] | None:
-    """The best fixed source share tuned for ``scenario``, as recorded in a policy's ``config.json``.
-
-    Two records carry one: ``mixagent evaluate --record-card`` (``provenance.evaluation.scenarios[i]``
-    with ``scenario`` and ``best_fixed_ratio``) and ``mixagent policy eval --card``
-    (``provenance.evaluation`` with ``env`` and ``ratio_grid.best``). Returns ``(share, where it
-    was found)`` or None, in which case the demo says its ratio is untuned.
-    """
-    evaluation = (policy_config.get("provenance") or {}).get("evaluation")
-    if not isinstance(evaluation, dict):
-        return None
-
-    def share(v: Any) -> float | None:
-        return float(v) if isinstance(v, int | float) and 0 <= float(v) <= 1 else None
-
-    for i, entry in enumerate(evaluation.get("scenarios") or []):
-        found = share(entry.get("best_fixed_ratio")) if isinstance(entry, dict) and entry.get("scenario") == scenario else None
-        if found is not None:
-            return found, f"provenance.evaluation.scenarios[{i}].best_fixed_ratio"
-    grid = evaluation.get("ratio_grid")
-    if evaluation.get("env") == scenario and isinstance(grid, dict) and (s := share(grid.get("best"))) is not None:
-        return s, "provenance.evaluation.ratio_grid.best"
-    return None
-
-
-def _read_policy_config(policy_dir: Path) -> dict[str, Any]:
+def _policy_config(policy_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((policy_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"policy {policy_dir}: cannot read config.json ({err}); pass --policy DIR "
-                          "with a trained agent, or use --from-scratch") from None
+        return read_config(policy_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; pass --policy DIR with a trained agent, or use --from-scratch") from None
 
 
 def _find_policy(cfg: DemoConfig) -> Path:
     path = shipped_path(cfg.policy or SHIPPED_POLICY)
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+    if not (path / CONFIG_NAME).is_file() or not (path / MODEL_NAME).is_file():
         what = "the shipped agent" if cfg.policy is None else "the agent"
-        raise ConfigError(f"{what} was not found at {path} (needs config.json + model.safetensors); "
+        raise ConfigError(f"{what} was not found at {path} (needs {CONFIG_NAME} + {MODEL_NAME}); "
                           "pass --policy DIR with a trained agent, or use --from-scratch to train one")
     return path
 
 
-def _ratio(cfg: DemoConfig, policy_dir: Path, scenario: str) -> dict[str, Any]:
+def _ratio(cfg: DemoConfig, policy_dir: Path, policy_config: dict[str, Any], scenario: str) -> dict[str, Any]:
+    """The fixed-ratio run's source share: set by the user, else the best fixed ratio the
+    policy's recorded evaluation tuned on ``scenario``, else the labelled untuned default."""
     if cfg.best_ratio is not None:
         return {"source": cfg.best_ratio, "tuned": False, "where": "set in the demo config",
                 "label": f"fixed ratio source={cfg.best_ratio:g} (set by you, not tuned)"}
-    found = best_fixed_ratio(_read_policy_config(policy_dir), scenario)
+    record = evaluation_record(policy_config)
+    found = record.best_fixed_ratio(scenario) if record is not None else None
     if found is not None:
         share, where = found
-        return {"source": share, "tuned": True, "where": f"{policy_dir}/config.json {where}",
+        return {"source": share, "tuned": True, "where": f"{policy_dir}/{CONFIG_NAME} {where}",
                 "label": f"best fixed ratio source={share:g} (grid-searched on {scenario})"}
     return {"source": DEFAULT_RATIO, "tuned": False,
-            "where": f"no ratio grid for {scenario!r} in {policy_dir}/config.json provenance.evaluation",
+            "where": f"no ratio grid for {scenario!r} in {policy_dir}/{CONFIG_NAME} provenance.evaluation",
             "label": f"fixed ratio source={DEFAULT_RATIO:g} (default, NOT tuned)"}
 
 
-# -- base model (cached) -------------------------------------------------------------------------
-def ensure_base_model(data: Any, field_name: str, spec: BaseModelSpec, seed: int,
-                      progress: bool | None = None) -> tuple[Path, bool]:
-    """The base model directory for (data, field, spec, seed), pre-training it if not cached.
+def _scenario(cfg: DemoConfig, policy_config: dict[str, Any]) -> ScenarioRecord:
+    """The reward and observation settings the CPT runs score and observe with: the ones the
+    agent was trained with (its ``provenance.scenario``), unless ``scenario`` names a spec."""
+    if cfg.scenario is not None:
+        from mixagent.envs.spec import load_env_spec
 
-    Cached under ``cache_dir()/demo-models/<hash>`` where the hash covers the data's content hash,
-    the field and every setting, so a second demo (or another cwd) reuses it. Returns
-    ``(path, reused)``.
-    """
-    from mixagent.cpt.model import pretrain_model
-
-    key = sha256_json({"format": DEMO_FORMAT, "data": data.manifest.content_hash, "field": field_name,
-                       "base": spec.model_dump(mode="json"), "seed": seed})[:20]
-    final = cache_dir() / "demo-models" / key
-    ok = (final / "config.json").is_file() and (final / "model.safetensors").is_file()
-    if ok:
-        return final, True
-    with file_lock(final.parent / f".{key}.lock"):
-        if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
-            return final, True
-        if final.exists():
-            shutil.rmtree(final)
-        pretrain_model(data, field_name, spec.size, final, tokens=spec.tokens, seq_len=spec.seq_len,
-                       batch_size=spec.batch_size, lr=spec.lr, seed=seed, progress=progress)
-    return final, False
+        spec = load_env_spec(shipped_path(cfg.scenario))
+        return ScenarioRecord(name=spec.name or Path(cfg.scenario).stem, reward=spec.reward,
+                              observation=spec.observation)
+    found = scenario_record(policy_config)
+    if found is None:
+        log.warning("the agent's config records no scenario (provenance.scenario) and no --config "
+                    "scenario was given: using the default reward and observation")
+        return ScenarioRecord(name="unknown")
+    return found
 
 
 # -- CPT runs ------------------------------------------------------------------------------------
@@ -320,7 +288,7 @@ def _row(name: str, label: str, summary: dict[str, Any], run_dir: Path) -> dict[
             "target_loss": _field_mean(final, domains, roles, "target") if final else None,
             "math_exact_match": em, "final_source_share": float(src_share),
             "seconds": round(summary["timing"]["total_seconds"], 1), "dir": str(run_dir),
-            "summary": str(run_dir / "mixagent_cpt_summary.json")}
+            "summary": str(run_dir / RUN_SUMMARY_NAME)}
 
 
 def _cpt_tasks(cfg: DemoConfig, data: Any, reward: RewardSpec) -> list[dict[str, Any]]:
@@ -345,16 +313,6 @@ def _reward_for(reward: RewardSpec, tasks: list[dict[str, Any]]) -> RewardSpec:
                                      "target_terms": keep(reward.target_terms)})
 
 
-def _scenario_specs(path: Path | None) -> tuple[RewardSpec, ObservationSpec, str]:
-    if path is None or not path.is_file():
-        log.warning("scenario spec %s not found: using the default reward and observation", path)
-        return RewardSpec(), ObservationSpec(), path.stem if path else "unknown"
-    from mixagent.envs.spec import load_env_spec
-
-    spec = load_env_spec(path)
-    return spec.reward, spec.observation, spec.name or path.stem
-
-
 def _prepare_out(out: Path) -> None:
     """Create the output folder; a previous demo's output in it is replaced, anything else kept
     (refusing a non-empty folder the demo did not write, so a mistyped --out deletes nothing)."""
@@ -370,12 +328,12 @@ def _prepare_out(out: Path) -> None:
 
 
 # -- from scratch --------------------------------------------------------------------------------
-def _from_scratch(cfg: DemoConfig, out: Path, phases: _Phases) -> tuple[Path, Path, dict[str, Any]]:
-    """collect -> train (BC + CQL) -> evaluate vs uniform (+ best fixed ratio on the proxy)."""
-    from mixagent.envs.proxy_env import ProxyCPTEnv
-    from mixagent.policies.evaluate import compare, record_in_card
-    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
-    from mixagent.policies.training.offline import OfflineConfig, train_offline
+def _from_scratch(cfg: DemoConfig, out: Path, phases: _Phases) -> tuple[Path, dict[str, Any]]:
+    """collect -> train (BC + CQL) -> evaluate vs uniform and the best fixed ratio on the proxy
+    (``mixagent evaluate`` with one worker, recorded in the fresh agent's card)."""
+    from mixagent.evaluation import EvaluateConfig, evaluate
+    from mixagent.policies.policy_explorers import make_explorer
+    from mixagent.policies.training import TrainConfig, train_policy
     from mixagent.trajectories.collection import CollectConfig, collect
 
     sc = cfg.scratch
@@ -388,38 +346,34 @@ def _from_scratch(cfg: DemoConfig, out: Path, phases: _Phases) -> tuple[Path, Pa
     with phases.phase(f"collect {sc.episodes} episodes on {env_path.name} ({cfg.workers} worker(s))") as ph:
         res = collect(CollectConfig(env_spec=str(env_path), out=str(traj), episodes=sc.episodes,
                                     workers=cfg.workers, explorers=list(sc.explorers), seed=cfg.seed,
-                                    threads_per_worker=cfg.threads, progress=cfg.progress))
+                                    threads_per_worker=cfg.threads, progress=cfg.progress),
+                      explorer_factory=make_explorer)
         info["collect"] = {"episodes": len(res.collected), "transitions": res.transitions,
                            "seconds": round(res.wall_seconds, 1)}
         ph["note"] = f"{res.transitions} transitions"
     with phases.phase(f"train an agent offline (BC {sc.bc_steps} + CQL {sc.cql_steps} steps)") as ph:
-        rows, meta = read_trajectories([traj])
-        ocfg = OfflineConfig(algo="cql", seed=cfg.seed, bc_steps=sc.bc_steps, cql_steps=sc.cql_steps,
-                             batch_size=sc.batch_size, cql_states=sc.cql_states,
-                             action_scale=meta.get("action_scale") or 3.0,
-                             floor=meta.get("action_floor", 0.0), eval_every=max(25, sc.cql_steps // 8),
-                             checkpoint_every=max(1, sc.bc_steps + sc.cql_steps))
-        tdata = transitions_from_rows(rows, ocfg.features, ocfg.action_scale, ocfg.floor,
-                                      space_name=meta.get("env_spec", ""))
-        prov = {"name": "demo-from-scratch", "data": {"trajectories": [str(traj)],
-                                                       "transitions": len(rows), **meta}}
-        pol_dir.mkdir(parents=True, exist_ok=True)
-        tres = train_offline(tdata, ocfg, pol_dir, progress=cfg.progress, provenance=prov)
-        tres.agent.provenance.setdefault("compute", {})["training_seconds"] = round(tres.seconds, 1)
-        tres.agent.save(pol_dir)
-        info["train"] = {"transitions": len(tdata), "best": tres.best, "seconds": round(tres.seconds, 1)}
-        ph["note"] = f"{len(tdata)} transitions"
+        tres = train_policy(TrainConfig(
+            algo="cql", trajectories=[str(traj)], name="demo-from-scratch", hyperparameters={
+                "seed": cfg.seed, "bc_steps": sc.bc_steps, "cql_steps": sc.cql_steps,
+                "batch_size": sc.batch_size, "cql_states": sc.cql_states,
+                "eval_every": max(25, sc.cql_steps // 8),
+                "checkpoint_every": max(1, sc.bc_steps + sc.cql_steps)}), pol_dir, progress=cfg.progress)
+        info["train"] = {"transitions": tres.details["transitions"], "best": tres.details["best"],
+                         "seconds": round(tres.seconds, 1)}
+        ph["note"] = f"{tres.details['transitions']} transitions"
     with phases.phase(f"evaluate on the proxy (seeds {sc.eval_seeds}; ratio grid on {sc.ratio_seeds})") as ph:
-        env = ProxyCPTEnv(env_path, progress=False)
-        report = compare(env, [f"policy:{pol_dir}", "baseline:uniform"], sc.eval_seeds,
-                         ratio_seeds=sc.ratio_seeds, ratios=sc.ratios, progress=cfg.progress)
-        env.close()
-        record_in_card(pol_dir, report)
-        info["evaluation"] = {r["policy"]: {"balanced_mean": r["balanced_mean"],
-                                            "balanced_std": r["balanced_std"]} for r in report["rows"]}
-        agent, uni = report["rows"][0]["balanced_mean"], report["rows"][1]["balanced_mean"]
+        ev = evaluate(EvaluateConfig(
+            envs=[str(env_path)], out=str(root / "evaluation"), seeds=sc.eval_seeds,
+            tune_seeds=sc.ratio_seeds, ratio_grid=sc.ratios, workers=1, threads_per_worker=cfg.threads,
+            policies=[f"policy:{pol_dir}", "baseline:uniform", "baseline:best_fixed_ratio"],
+            record_card=True, plots=False, progress=cfg.progress))
+        (rows,) = ev.report["results"].values()
+        info["evaluation"] = {r["policy"]: {"balanced_mean": r["balanced"]["mean"],
+                                            "balanced_std": r["balanced"]["std"]} for r in rows}
+        info["report"] = str(ev.report_md)
+        agent, uni = rows[0]["balanced"]["mean"], rows[1]["balanced"]["mean"]
         ph["note"] = f"agent {agent:+.4f} vs uniform {uni:+.4f} balanced"
-    return pol_dir, env_path, info
+    return pol_dir, info
 
 
 # -- the demo ------------------------------------------------------------------------------------
@@ -464,23 +418,27 @@ def run_demo(cfg: DemoConfig, report: Report | None = None) -> DemoResult:
 
     scratch_info = None
     if cfg.from_scratch:
-        policy_dir, scenario_path, scratch_info = _from_scratch(cfg, out, phases)
-        scenario_path = Path(cfg.scenario) if cfg.scenario else scenario_path
-    else:
-        scenario_path = shipped_path(cfg.scenario or SHIPPED_SCENARIO)
-    reward, observation, scenario = _scenario_specs(scenario_path)
-    ratio = _ratio(cfg, policy_dir, scenario)
+        policy_dir, scratch_info = _from_scratch(cfg, out, phases)
+    policy_config = _policy_config(policy_dir)
+    trained_with = _scenario(cfg, policy_config)
+    scenario, observation = trained_with.name, trained_with.observation
+    ratio = _ratio(cfg, policy_dir, policy_config, scenario)
     if not ratio["tuned"]:
         log.info("best fixed ratio: %s (%s)", ratio["label"], ratio["where"])
 
     with phases.phase(f"base model ({cfg.base.size} Llama on {cfg.source_field})") as ph:
-        base_dir, reused = ensure_base_model(data, cfg.source_field, cfg.base, cfg.seed, cfg.progress)
-        meta = _base_meta(base_dir)
+        from mixagent.cpt.model import cached_model
+
+        b = cfg.base
+        base_dir, base_meta, reused = cached_model(
+            data, cfg.source_field, b.size, tokens=b.tokens, seq_len=b.seq_len, batch_size=b.batch_size,
+            lr=b.lr, seed=cfg.seed, progress=cfg.progress)
+        meta = {k: base_meta[k] for k in ("parameters", "tokens", "final_train_loss", "seconds") if k in base_meta}
         ph["note"] = f"{'reused' if reused else 'pre-trained'} {base_dir}" + (
             f", {meta['parameters']:,} parameters" if meta.get("parameters") else "")
 
-    tasks = _cpt_tasks(cfg, data, reward)
-    reward = _reward_for(reward, tasks)
+    tasks = _cpt_tasks(cfg, data, trained_with.reward)
+    reward = _reward_for(trained_with.reward, tasks)
     agent_label = "agent trained from scratch" if cfg.from_scratch else f"agent {policy_dir.name}"
     runs = [("agent", agent_label, f"policy:{policy_dir}"),
             ("uniform", "uniform", "baseline:uniform"),
@@ -514,25 +472,17 @@ def run_demo(cfg: DemoConfig, report: Report | None = None) -> DemoResult:
     plot_path = plot_comparison(summaries, {r["run"]: r["policy"] for r in rows}, out / PLOT_NAME)
     result = DemoResult(out=out, rows=rows, best=best, ratio=ratio, phases=phases.done,
                         plot_path=plot_path, seconds=time.perf_counter() - t0, scratch=scratch_info,
-                        run_plots=[Path(r["dir"]) / "mixture_weights.png" for r in rows
-                                   if (Path(r["dir"]) / "mixture_weights.png").is_file()])
+                        run_plots=[Path(r["dir"]) / RUN_PLOT_NAME for r in rows
+                                   if (Path(r["dir"]) / RUN_PLOT_NAME).is_file()])
     result.summary_path = out / SUMMARY_NAME
     write_json_atomic(result.summary_path, {
         "format": DEMO_FORMAT, "config": cfg.model_dump(mode="json"), "data": str(data.path),
-        "base_model": {"path": str(base_dir), "reused": reused, **_base_meta(base_dir)},
+        "base_model": {"path": str(base_dir), "reused": reused, **meta},
         "policy": str(policy_dir), "scenario": scenario, "best_fixed_ratio": ratio,
         "rows": rows, "best": best, "phases": phases.done, "seconds": round(result.seconds, 1),
         "plot": str(plot_path) if plot_path else None, "from_scratch": scratch_info,
         "torch_threads": cfg.threads, "cpus": os.cpu_count()})
     return result
-
-
-def _base_meta(base_dir: Path) -> dict[str, Any]:
-    p = base_dir / "mixagent_base.json"
-    if not p.is_file():
-        return {}
-    m = json.loads(p.read_text(encoding="utf-8"))
-    return {k: m[k] for k in ("parameters", "tokens", "final_train_loss", "seconds") if k in m}
 
 
 def _drop_model(run_dir: Path) -> None:

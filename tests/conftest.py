@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,19 @@ def stop_at(step: int) -> Any:
                 control.should_training_stop = True
 
     return StopAt()
+
+
+# -- the console script ---------------------------------------------------------------------------
+def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> tuple[int | str | None, str, str]:
+    """``mixagent ARGV`` in this process: (exit code, stdout, stderr)."""
+    from mixagent.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["mixagent", *argv])
+    code: int | str | None = 0  # a return from main() is success, as for the console script
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -14,24 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main  # the console script in this process
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "envs" / "micro.yaml"
-
-
-def run_main(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> tuple[int | str | None, str, str]:
-    """``mixagent ARGV`` in this process: (exit code, stdout, stderr)."""
-    from mixagent.cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["mixagent", *argv])
-    code: int | str | None = 0  # a return from main() is success, as for the console script
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # -- usage errors (defect: a traceback and exit 1) ---------------------------------------------
@@ -40,7 +26,7 @@ USAGE_ERRORS = {
                            "Invalid value for '--episodes'"),
     "unknown option": (["cpt", "--bogus"], "No such option: --bogus"),
     "missing option": (["cpt"], "Missing option '--model'"),
-    "missing argument": (["pretrain"], "Missing argument"),
+    "missing argument": (["env", "pretrain"], "Missing argument"),
     "bad value": (["env", "run", str(MICRO), "--seed", "abc"], "Invalid value for '--seed'"),
     "unknown command": (["bogus"], "No such command 'bogus'"),
 }
@@ -78,7 +64,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
         raise RuntimeError("a bug, not a user error")
 
     monkeypatch.setattr(mixagent.envs.setup, "resolve_spec", broken)
-    monkeypatch.setattr(sys, "argv", ["mixagent", "pretrain", str(MICRO)])
+    monkeypatch.setattr(sys, "argv", ["mixagent", "env", "pretrain", str(MICRO)])
     from mixagent.cli.main import main
 
     with pytest.raises(RuntimeError, match="a bug, not a user error"):
@@ -98,7 +84,7 @@ def test_console_entry_in_a_subprocess():
 
 # -- help rendering (defect: `<bool>` after flags; sentences broken mid-line) ------------------
 HELP_COMMANDS = [[], ["cpt"], ["collect"], ["evaluate"], ["data", "build"], ["env", "run"],
-                 ["pretrain"], ["train"], ["demo"], ["trajectories"]]
+                 ["env", "pretrain"], ["model", "pretrain"], ["train"], ["demo"], ["trajectories"]]
 
 
 def _description_paragraphs(text: str) -> list[list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from mixagent.cpt.config import CPTConfig
 from mixagent.cpt.dataset import make_sampler, replay
 from mixagent.cpt.report import PLOT_NAME, SUMMARY_NAME
 from mixagent.cpt.run import run_cpt
-from mixagent.cpt.state import load_state
+from mixagent.cpt.state import STATE_NAME, load_state
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
 
@@ -64,8 +65,10 @@ def test_baseline_run_completes_and_logs_weights(synthetic_datadir: Path, model_
 
 
 def test_resume_reproduces_uninterrupted_run(synthetic_datadir: Path, model_dir: Path,
-                                             tmp_path: Path) -> None:
-    """6 steps + resume for 6 steps == 12 steps: same samples, same schedule, same decisions."""
+                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """6 steps + resume for 6 steps == 12 steps: same samples, same schedule, same decisions;
+    from the policy state saved in the checkpoint, and from a checkpoint written before policy
+    states were saved (the policy is then replayed through its decisions)."""
     policy = "baseline:velocitune?eta=20"  # an online policy: its state must survive the restart
     full_ids: list[int] = []
     rec_full = Recorder()
@@ -79,8 +82,13 @@ def test_resume_reproduces_uninterrupted_run(synthetic_datadir: Path, model_dir:
             callbacks=[stop_at(6)], on_read=lambda ids: part_ids.extend(ids.tolist()))
     saved = load_state(out / "checkpoint-6")
     assert saved.consumed == 6 * 2 and saved.global_step == 6
+    assert saved.policy_state and saved.policy_state["t"] == 3  # decisions at steps 0, 3, 6
+    legacy, tampered = tmp_path / "legacy", tmp_path / "tampered"
+    for copy in (legacy, tampered):
+        shutil.copytree(out, copy)
     rest_ids: list[int] = []
     rec_rest = Recorder()
+    caplog.set_level(logging.INFO, logger="mixagent.cpt.controller")
     resumed = run_cpt(_config(synthetic_datadir, model_dir, out, policy=policy, save_steps=6,
                               resume=True),
                       callbacks=[rec_rest], on_read=lambda ids: rest_ids.extend(ids.tolist()))
@@ -97,18 +105,65 @@ def test_resume_reproduces_uninterrupted_run(synthetic_datadir: Path, model_dir:
     logged_full = [e for e in rec_full.logs if "mixture/weight/prose/a" in e and e["step"] > 6]
     logged_rest = [e for e in rec_rest.logs if "mixture/weight/prose/a" in e]
     assert [e["mixture/weight/prose/a"] for e in logged_rest] == [e["mixture/weight/prose/a"] for e in logged_full]
+    mixer_log = [r.getMessage() for r in caplog.records if r.name == "mixagent.cpt.controller"]
+    assert any("policy state loaded" in m for m in mixer_log)
+    assert not any("differs" in m or "replays differently" in m for m in mixer_log)
+
+    # a checkpoint written before policy states were saved: the replay rebuilds the same state
+    _edit_state(legacy / "checkpoint-6", lambda raw: raw.pop("policy_state"))
+    old = run_cpt(_config(synthetic_datadir, model_dir, legacy, policy=policy, save_steps=6,
+                          resume=True))
+    assert [d["weights"] for d in old["decisions"]] == [d["weights"] for d in full["decisions"]]
+    # the saved state, not a replay, drives the decisions after the restart
+    _edit_state(tampered / "checkpoint-6",
+                lambda raw: raw["policy_state"].update(log_alpha=[0.0, 0.0, 0.0, -50.0]))
+    edited = run_cpt(_config(synthetic_datadir, model_dir, tampered, policy=policy, save_steps=6,
+                             resume=True))
+    assert [d["weights"] for d in edited["decisions"][:3]] == [d["weights"] for d in full["decisions"][:3]]
+    assert edited["decisions"][3]["weights"] != full["decisions"][3]["weights"]
+
+
+def _edit_state(checkpoint: Path, edit: Any) -> None:
+    path = checkpoint / STATE_NAME
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
 
 
 def test_learned_policy_drives_run(synthetic_datadir: Path, model_dir: Path, tmp_path: Path) -> None:
-    from mixagent.policies.agent import MixingAgent
+    """The run's weights are the agent's answers to the recorded observations, and they are not
+    what any fixed rule gives (an untrained agent is uniform, so this one is perturbed)."""
+    import torch
 
-    agent = MixingAgent()
+    from mixagent.cpt.checks import domain_space
+    from mixagent.policies.agent import MixingAgent
+    from mixagent.policies.protocol import load_policy
+
+    torch.manual_seed(7)
+    agent = MixingAgent(network={"hidden": 16}, action_scale=6.0)
+    with torch.no_grad():  # a random init has a zero output head (uniform weights)
+        for p in agent.network.parameters():
+            p.add_(torch.randn_like(p) * 0.4)
     agent.provenance = {"trained_on": [{"name": "other", "names": ["a", "b"]}]}
     pdir = agent.save(tmp_path / "agent")
-    summary = run_cpt(_config(synthetic_datadir, model_dir, tmp_path / "run", max_steps=4,
-                              reweight_every=2, policy=f"policy:{pdir}"))
-    assert len(summary["decisions"]) == 2
+    out = tmp_path / "run"
+    summary = run_cpt(_config(synthetic_datadir, model_dir, out, max_steps=6, reweight_every=2,
+                              save_steps=6, policy=f"policy:{pdir}"))
     assert any("2 domains" in n for n in summary["notes"])  # the mismatch is reported
+    decisions = load_state(out / "checkpoint-6").decisions  # with the observations
+    assert [d.weights for d in decisions] == [d["weights"] for d in summary["decisions"]]
+    assert len(decisions) == 3
+
+    ref = load_policy(pdir)
+    ref.reset(domain_space(DataDir(synthetic_datadir), summary["domains"]), 0)
+    for dec in decisions:
+        if dec.train_loss is not None:
+            ref.feedback(train_loss=dec.train_loss)
+        obs = {k: np.asarray(v, dtype=np.float32) for k, v in dec.observation.items()}
+        assert dec.weights == ref.act(obs).tolist()
+    w = np.array([d.weights for d in decisions])
+    assert (w.max(axis=1) - w.min(axis=1) > 0.03).all()  # far from uniform at every decision
+    assert np.abs(w[1:] - w[:-1]).max() > 0.005  # and it reacts to what it observes
 
 
 def test_mismatches_are_clear_errors(synthetic_datadir: Path, model_dir: Path,

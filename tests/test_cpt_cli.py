@@ -1,4 +1,4 @@
-"""``mixagent pretrain-model`` + ``mixagent cpt`` end to end on the synthetic data directory."""
+"""``mixagent model pretrain`` + ``mixagent cpt`` end to end on the synthetic data directory."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from mixagent.errors import ConfigError
 def test_pretrain_model_then_cpt(synthetic_datadir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     model = tmp_path / "base"
-    res = runner.invoke(app, ["pretrain-model", "--data", str(synthetic_datadir), "--field", "prose",
-                              "--config", "micro", "--out", str(model), "--tokens", "4096",
+    res = runner.invoke(app, ["model", "pretrain", "--data", str(synthetic_datadir), "--field", "prose",
+                              "--size", "micro", "--out", str(model), "--tokens", "4096",
                               "--seq-len", "32", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     assert (model / "model.safetensors").is_file() and (model / "tokenizer.json").is_file()

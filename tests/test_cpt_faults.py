@@ -28,7 +28,7 @@ from mixagent.cpt.run import run_cpt
 from mixagent.cpt.state import STATE_NAME, load_state
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError, MixagentError
-from mixagent.policies.base import load_policy
+from mixagent.policies.protocol import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_AGENT = REPO / "policies" / "prose-to-math-agent-v1"
@@ -168,7 +168,7 @@ def test_resume_refuses_an_edited_policy_dir_but_not_a_moved_one(
 # -- 5: a corrupt or missing model.safetensors names the file -----------------------------------
 def test_corrupt_or_missing_policy_weights_name_the_file(synthetic_datadir: Path, model_dir: Path,
                                                          tmp_path: Path) -> None:
-    from mixagent.trajectories.explorers import make_explorer
+    from mixagent.policies.policy_explorers import make_explorer
 
     copy = tmp_path / "agent"
     shutil.copytree(SHIPPED_AGENT, copy)

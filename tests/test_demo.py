@@ -1,5 +1,6 @@
 """``mixagent demo`` at a tiny size: three CPT runs through the real Trainer, the outputs, the
-best-fixed-ratio lookup and its labelled fallback, and ``--from-scratch`` end to end."""
+best-fixed-ratio lookup and its labelled fallback, the reward and observation read from the
+agent's config, and ``--from-scratch`` end to end."""
 
 from __future__ import annotations
 
@@ -16,15 +17,9 @@ pytest.importorskip("transformers")
 from typer.testing import CliRunner
 
 from mixagent.cli.main import app
-from mixagent.demo import (
-    DEFAULT_RATIO,
-    PLOT_NAME,
-    SUMMARY_NAME,
-    DemoConfig,
-    best_fixed_ratio,
-    run_demo,
-)
+from mixagent.demo import DEFAULT_RATIO, PLOT_NAME, SUMMARY_NAME, DemoConfig, _ratio, _scenario, run_demo
 from mixagent.errors import ConfigError
+from mixagent.policies.records import ScenarioRecord, evaluation_record
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,6 +47,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
+    from mixagent.envs.spec import load_env_spec
     from mixagent.policies import MixingAgent
 
     torch.manual_seed(0)
@@ -59,6 +55,9 @@ def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():  # a fresh head outputs uniform weights; perturb it so the agent differs
         for p in agent.network.parameters():
             p.add_(torch.randn_like(p) * 0.3)
+    spec = load_env_spec(REPO / "envs" / "micro.yaml")  # "trained" on micro: its reward and observation
+    agent.provenance = {"scenario": ScenarioRecord(name=spec.name, reward=spec.reward,
+                                                   observation=spec.observation).model_dump(mode="json")}
     out = tmp_path_factory.mktemp("agent") / "untrained-agent"
     agent.save(out)
     return out
@@ -77,11 +76,11 @@ def test_cli_help() -> None:
 
 def test_three_runs_summary_plots_and_labelled_ratio_fallback(synthetic_datadir: Path, agent_dir: Path,
                                                                tmp_path: Path) -> None:
-    cfg = DemoConfig(**TINY, data=str(synthetic_datadir), policy=str(agent_dir), out=str(tmp_path / "out"),
-                     scenario=str(REPO / "envs" / "micro.yaml"))
+    cfg = DemoConfig(**TINY, data=str(synthetic_datadir), policy=str(agent_dir), out=str(tmp_path / "out"))
     res = run_demo(cfg)
     assert [r["run"] for r in res.rows] == ["agent", "uniform", "best-ratio"]
     summary = json.loads((tmp_path / "out" / SUMMARY_NAME).read_text())
+    assert summary["scenario"] == "micro"  # from the agent's provenance.scenario, not a spec file
     assert [r["run"] for r in summary["rows"]] == ["agent", "uniform", "best-ratio"]
     for row in summary["rows"]:
         for key in ("balanced", "source", "target", "source_loss", "target_loss", "final_source_share"):
@@ -116,17 +115,53 @@ def test_three_runs_summary_plots_and_labelled_ratio_fallback(synthetic_datadir:
     assert [r["balanced"] for r in summary2["rows"]] == pytest.approx([r["balanced"] for r in summary["rows"]])
 
 
-def test_best_fixed_ratio_lookup() -> None:
-    assert best_fixed_ratio({"provenance": {}}, "prose-to-math") is None
-    compare_report = {"provenance": {"evaluation": {"env": "prose-to-math", "ratio_grid": {"best": 0.3}}}}
-    assert best_fixed_ratio(compare_report, "prose-to-math")[0] == pytest.approx(0.3)
-    assert best_fixed_ratio(compare_report, "prose-to-code") is None
-    card = {"provenance": {"evaluation": {"scenarios": [  # mixagent evaluate's card, one entry per scenario
-        {"scenario": "prose-to-code", "best_fixed_ratio": 0.2}, {"scenario": "prose-to-math", "best_fixed_ratio": 0.6}]}}}
-    assert best_fixed_ratio(card, "prose-to-math") == (pytest.approx(0.6), "provenance.evaluation.scenarios[1].best_fixed_ratio")
-    assert best_fixed_ratio(card, "micro") is None
-    untuned = {"provenance": {"evaluation": {"scenarios": [{"scenario": "prose-to-math", "best_fixed_ratio": None}]}}}
-    assert best_fixed_ratio(untuned, "prose-to-math") is None
+def _interval() -> dict[str, Any]:
+    return {"n": 1, "mean": 0.1, "std": 0.0, "half_width": None, "ci_low": None, "ci_high": None}
+
+
+def _evaluated(*scenarios: tuple[str, float | None]) -> dict[str, Any]:
+    """A policy config whose mixagent evaluate record covers ``(scenario, best ratio)`` pairs."""
+    return {"provenance": {"evaluation": {
+        "format": "mixagent.evaluation/1", "report": "r/report.md", "created_at": "now", "seeds": [1],
+        "tune_seeds": [2], "scenarios": [
+            {"scenario": name, "spec_hash": "h", "best_fixed_ratio": share, "balanced": _interval(),
+             "source": _interval(), "target": _interval(), "rank": 1, "of": 2} for name, share in scenarios]}}}
+
+
+def test_best_fixed_ratio_from_the_evaluation_record(tmp_path: Path) -> None:
+    cfg = DemoConfig(**TINY)
+    assert _ratio(cfg, tmp_path, {"provenance": {}}, "prose-to-math")["tuned"] is False
+    card = _evaluated(("prose-to-code", 0.2), ("prose-to-math", 0.6))
+    found = _ratio(cfg, tmp_path, card, "prose-to-math")
+    assert found["tuned"] is True and found["source"] == pytest.approx(0.6)
+    assert found["where"].endswith("provenance.evaluation.scenarios[1].best_fixed_ratio")
+    untuned = _ratio(cfg, tmp_path, _evaluated(("prose-to-math", None)), "prose-to-math")
+    assert untuned["tuned"] is False and untuned["source"] == DEFAULT_RATIO and "NOT tuned" in untuned["label"]
+    assert _ratio(cfg, tmp_path, card, "micro")["tuned"] is False
+    forced = _ratio(DemoConfig(**TINY, best_ratio=0.3), tmp_path, card, "prose-to-math")
+    assert forced["source"] == 0.3 and forced["tuned"] is False
+    # one record format: the old 'mixagent policy eval' record is refused with what to do
+    old = {"provenance": {"evaluation": {"env": "prose-to-math", "ratio_grid": {"best": 0.3}, "rows": []}}}
+    with pytest.raises(ConfigError, match="mixagent evaluate --record-card"):
+        evaluation_record(old)
+
+
+def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
+    """The demo's defaults come from the shipped cards: reward/observation of prose-to-math (the
+    spec they were trained on) and a tuned best fixed ratio for it."""
+    from mixagent.envs.spec import load_env_spec
+    from mixagent.policies.format import read_config
+
+    spec = load_env_spec(REPO / "envs" / "prose-to-math.yaml")
+    for name in ("prose-to-math-agent-v1", "prose-to-math-bc-v1"):
+        config = read_config(REPO / "policies" / name)
+        rec = _scenario(DemoConfig(**TINY), config)
+        assert (rec.name, rec.reward, rec.observation) == ("prose-to-math", spec.reward, spec.observation)
+        record = evaluation_record(config)
+        assert record is not None and record.best_fixed_ratio("prose-to-math") is not None
+    # a scenario given in the config replaces the recorded one
+    micro = _scenario(DemoConfig(**TINY, scenario=str(REPO / "envs" / "micro.yaml")), config)
+    assert micro.name == "micro" and micro.reward.scale == load_env_spec(REPO / "envs" / "micro.yaml").reward.scale
 
 
 def test_missing_policy_says_what_to_do(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 A view's split parts must tile the underlying token stream exactly, a group must hold exactly its
 members' tokens, held-out text must come only from eval shards, and the sampler must draw a
 group's members in proportion to their tokens. An env with a domain space must pass the
-Gymnasium checker and share the base of the same spec without one.
+Gymnasium checker and share the base of the same spec without one. The ``DomainSpace`` that
+policies see is built from the data (manifest or view) or the resolved env, recorded in
+trajectory cards and read back from them, never guessed from domain names.
 """
 
 from __future__ import annotations
@@ -238,10 +240,10 @@ MICRO_SPACES = {
 def test_env_with_domain_space(micro_cache: Path, space: str) -> None:
     from gymnasium.utils.env_checker import check_env
 
+    from mixagent.data.space import DomainSpace
     from mixagent.envs.proxy_env import ProxyCPTEnv
     from mixagent.envs.setup import resolve_spec
-    from mixagent.policies.base import DomainSpace
-    from mixagent.proxy.base import bases_dir
+    from mixagent.proxy.base_model import bases_dir
 
     raw = yaml.safe_load(MICRO.read_text(encoding="utf-8"))
     plain = resolve_spec(_spec(raw, "micro.yaml"))
@@ -266,3 +268,56 @@ def test_env_with_domain_space(micro_cache: Path, space: str) -> None:
     assert ds.roles == tuple("target" if t else "source" for t in env.is_target)
     assert sum(ds.train_tokens) == sum(plain.data.domain(d).train_tokens for d in plain.domains)
     env.close()
+
+
+# -- DomainSpace: from the data or the env, recorded in trajectory cards, read back ----------------
+def test_domain_space_from_data_and_view(data: DataDir) -> None:
+    from mixagent.data.space import DomainSpace
+
+    ds = DomainSpace.from_data(data)
+    assert ds.names == tuple(data.domain_names) and ds.name == data.manifest.name
+    assert ds.fields == tuple(d.field for d in data.domains)
+    assert ds.roles == tuple(d.role for d in data.domains)  # the manifest's roles
+    assert ds.train_tokens == tuple(d.train_tokens for d in data.domains)
+    field = data.domains[0].field
+    by_field = DomainSpace.from_data(data, target_field=field, name="x")
+    assert by_field.roles == tuple("target" if d.field == field else "source" for d in data.domains)
+    view = DomainView(data, GROUPS)
+    grouped = DomainSpace.from_data(view, ["prose/all"])
+    assert grouped.fields == ("prose",)
+    assert grouped.train_tokens == (sum(data.domain(d).train_tokens for d in GROUPS["prose/all"]),)
+    assert DomainSpace.from_dict(grouped.to_dict()) == grouped
+
+
+def test_trajectory_cards_record_the_env_domain_space(micro_cache: Path, tmp_path: Path, caplog) -> None:
+    """A collection records its env's space (real fields and token counts) in its card; training
+    reads it back; a card from before that gets fields from its env spec, tokens unknown."""
+    import json
+    import logging
+    import shutil
+
+    from mixagent.data.space import DomainSpace
+    from mixagent.envs.setup import resolve_spec
+    from mixagent.policies.training.data import episode_mixtures, read_trajectories
+    from mixagent.trajectories import collect
+
+    out = tmp_path / "c"
+    collect(env_spec=str(MICRO), out=str(out), episodes=1, progress=False)
+    env_space = DomainSpace.from_env(resolve_spec(MICRO))
+    assert min(env_space.train_tokens) > 0
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    assert DomainSpace.from_dict(card["domain_space"]) == env_space
+    rows, _ = read_trajectories([out])
+    assert all(r["domain_space"] == env_space for r in rows)
+    assert episode_mixtures(rows)[0] == [env_space]
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(out, legacy)
+    del card["domain_space"]
+    (legacy / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        rows, _ = read_trajectories([legacy])
+    old = rows[0]["domain_space"]
+    assert "record no domain space" in caplog.text
+    assert (old.names, old.fields, old.roles) == (env_space.names, env_space.fields, env_space.roles)
+    assert old.train_tokens == (0,) * env_space.num_domains

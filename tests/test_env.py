@@ -354,7 +354,7 @@ def test_cli_pretrain_and_env_run(cache):
     from mixagent.cli.main import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["pretrain", str(MICRO)])
+    res = runner.invoke(app, ["env", "pretrain", str(MICRO)])
     assert res.exit_code == 0, res.output
     assert "base " in res.output and "parameters" in res.output
     res = runner.invoke(app, ["env", "run", str(MICRO), "--weights", "prose=0.3,math=0.7"])

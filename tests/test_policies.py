@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixagent.envs.observation import make_observation
 from mixagent.errors import ConfigError
@@ -31,7 +33,7 @@ from mixagent.policies import (
     load_policy,
     resolve_policy,
 )
-from mixagent.policies.base import BASELINES, policy_kinds
+from mixagent.policies.protocol import BASELINES, policy_kinds
 
 
 def _regmix() -> MixingPolicy:
@@ -137,6 +139,45 @@ def test_one_instance_acts_on_k_and_k_prime(make):
     w4 = rollout(p, DomainSpace.synthetic(4, 2), seed=0)
     w7 = rollout(p, DomainSpace.synthetic(7, 3), seed=0)
     assert w4.shape[1] == 4 and w7.shape[1] == 7
+
+
+#: kinds whose actions depend on what they saw since reset (the rest must return {})
+STATEFUL = {"doremi", "odm", "velocitune", "agent_pool", "agent_attention_sampling"}
+
+
+def test_state_dict_continues_a_run_exactly(make, request):
+    """state_dict after N acts -> JSON -> a fresh policy's load_state_dict: identical next actions
+    (what CPT resume relies on)."""
+    space = DomainSpace.synthetic(5, 2)
+    obs = observations(space, 9, seed=123)
+    losses = np.linspace(3.0, 4.0, space.num_domains)
+
+    def fresh() -> MixingPolicy:
+        q = make()
+        q.reset(space, 4)
+        return q
+
+    def rest(q: MixingPolicy) -> np.ndarray:
+        out = []
+        for o in obs[5:]:
+            out.append(q.act(o))
+            q.feedback(train_loss=3.0, domain_train_losses=losses + len(out))
+        return np.stack(out)
+
+    p = fresh()
+    for i, o in enumerate(obs[:5]):
+        p.act(o)
+        p.feedback(train_loss=3.0, domain_train_losses=losses - i)  # pending at the save
+    state = json.loads(json.dumps(p.state_dict(), allow_nan=False))  # plain JSON values only
+    q = fresh()
+    q.load_state_dict(state)
+    expected = rest(p)
+    np.testing.assert_array_equal(rest(q), expected)
+    kind = request.node.callspec.params["make"]
+    if kind in STATEFUL:  # the state is what carries the run: without it the actions differ
+        assert not np.array_equal(rest(fresh()), expected)
+    else:
+        assert state == {}
 
 
 def test_act_before_reset_and_wrong_k_are_errors():
@@ -312,3 +353,55 @@ def test_actor_and_critic_are_permutation_equivariant_and_k_agnostic(mixer):
     a = torch.rand(1, 3) * 2 - 1
     a_pad = torch.cat([a, torch.zeros(1, 2)], dim=1)
     torch.testing.assert_close(critic(dom, glob, a), critic(padded, glob, a_pad, mask), atol=1e-5, rtol=1e-5)
+
+
+# -- the action map: one definition (mixagent.envs.actions), a torch copy tested equal ----------------
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(k=st.integers(1, 600), scale=st.floats(0.1, 10.0), floor=st.floats(0.0, 0.2),
+       pad=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_torch_action_map_equals_the_env_map(k, scale, floor, pad, seed):
+    """``network.weights_from_actions`` (torch, batched, masked, differentiable) equals
+    ``envs.actions.weights_from_action`` with the policy's floor, on any K — including floors
+    infeasible for K (``K·floor ≥ 1``), which ``policy_floor`` caps at 0.5/K."""
+    from mixagent.envs.actions import policy_floor, weights_from_action
+    from mixagent.policies.network import weights_from_actions
+
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1.0, 1.0, k)
+    want = weights_from_action(a, scale, policy_floor(floor, k))
+    assert np.isclose(want.sum(), 1.0) and (want >= min(floor, 0.5 / k) - 1e-12).all()
+    got = weights_from_actions(torch.from_numpy(a)[None], scale, floor=floor)[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    # padded into a wider batch with a mask: the real domains get the same weights, padding 0
+    padded = torch.from_numpy(np.concatenate([a, rng.uniform(-1, 1, pad)]))[None]
+    mask = torch.tensor([[True] * k + [False] * pad])
+    got_pad = weights_from_actions(padded, scale, mask, floor)[0].numpy()
+    np.testing.assert_allclose(got_pad[:k], want, rtol=1e-9, atol=1e-12)
+    assert (got_pad[k:] == 0).all()
+
+
+@pytest.mark.parametrize("k", [4, 19, 600])
+def test_agent_applies_the_env_action_map(k):
+    """The agent's weights are the env's map of its deterministic action, with its floor made
+    feasible for K; the same numbers as the former private copy (floor capped at 0.5/K, then
+    renormalised) up to float noise."""
+    from mixagent.envs.actions import policy_floor, weights_from_action
+
+    torch.manual_seed(0)
+    agent = MixingAgent(network={"hidden": 8, "layers": 1}, floor=0.002)
+    space = DomainSpace.synthetic(k, k // 2)
+    agent.reset(space, seed=0)
+    obs = observations(space, 1, seed=0)[0]
+    w = agent.act(obs)
+    agent.reset(space, seed=0)
+    dom, glob = (torch.from_numpy(x).unsqueeze(0) for x in agent.history.push(obs))
+    with torch.no_grad():
+        a = torch.tanh(agent.network(dom, glob)[0])[0].double().numpy()
+    np.testing.assert_allclose(w, weights_from_action(a, 3.0, policy_floor(0.002, k)), rtol=0, atol=1e-15)
+    z = 3.0 * a
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    f = min(0.002, 0.5 / k)
+    old = (1.0 - k * f) * p + f
+    np.testing.assert_allclose(w, old / old.sum(), rtol=1e-12, atol=1e-15)
+    assert w.min() >= f - 1e-15

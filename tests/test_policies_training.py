@@ -110,7 +110,18 @@ def test_offline_training_reduces_its_losses(micro_traj: Path, tmp_path: Path):
         assert np.array_equal(v1.numpy(), v2.numpy()), k1
 
 
-def test_train_cli_bc_and_regmix_and_info(micro_traj: Path, tmp_path: Path):
+def _records_micro_scenario(policy, micro_spec: Path) -> None:
+    """The policy's config records the reward and observation of the env it was trained on."""
+    from mixagent.envs.spec import load_env_spec
+    from mixagent.policies.records import scenario_record
+
+    spec = load_env_spec(micro_spec)
+    rec = scenario_record(policy.config())
+    assert rec is not None and rec.name == "micro"
+    assert rec.reward == spec.reward and rec.observation == spec.observation
+
+
+def test_train_cli_bc_and_regmix_and_info(micro_traj: Path, micro_spec: Path, tmp_path: Path):
     from mixagent.cli.main import app
 
     runner = CliRunner()
@@ -122,6 +133,7 @@ def test_train_cli_bc_and_regmix_and_info(micro_traj: Path, tmp_path: Path):
     pol = load_policy(out)
     assert pol.provenance["training"]["algo"] == "bc"
     assert pol.params.floor == 0.01
+    _records_micro_scenario(pol, micro_spec)
     _acts_anywhere(pol)
     r = runner.invoke(app, ["policy", "info", str(out)])
     assert r.exit_code == 0 and "loads: ok" in r.output and "Trained on" in r.output
@@ -129,11 +141,13 @@ def test_train_cli_bc_and_regmix_and_info(micro_traj: Path, tmp_path: Path):
     assert r.exit_code == 0, r.output
     rm = load_policy(tmp_path / "rm")
     assert rm.kind == "regmix" and rm.provenance["fit"]["episodes"] == EPISODES
+    _records_micro_scenario(rm, micro_spec)
     _acts_anywhere(rm)
 
 
 def test_policies_plug_into_collection_as_explorers(micro_spec: Path, micro_traj: Path, tmp_path: Path):
     from mixagent.cli.main import app
+    from mixagent.policies.policy_explorers import make_explorer
     from mixagent.trajectories import collect, load
 
     runner = CliRunner()
@@ -142,17 +156,29 @@ def test_policies_plug_into_collection_as_explorers(micro_spec: Path, micro_traj
     assert r.exit_code == 0, r.output
     out = tmp_path / "explored"
     collect(env_spec=str(micro_spec), out=str(out), episodes=2, workers=1, progress=False,
-            explorers=[f"policy:{tmp_path / 'a'}@1", "baseline:fixed_ratio?source=0.2@1"])
+            explorers=[f"policy:{tmp_path / 'a'}@1", "baseline:fixed_ratio?source=0.2@1"],
+            explorer_factory=make_explorer)
     df = load(out).to_pandas()
     assert len(df) == 2 * 3
     fixed = df[df.explorer.str.startswith("baseline:")]
     for w in fixed.weights:  # exact weights: 0.2 spread over 3 source domains, 0.8 over 3 targets
         np.testing.assert_allclose(sorted(np.round(w, 6)), sorted([0.8 / 3] * 3 + [0.2 / 3] * 3), atol=1e-6)
+    # the policy explorer's episode: its first proposal is what the trained agent decides on the
+    # episode's first observation (replayed from the same env seed)
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+
+    learned = df[df.explorer.str.startswith("policy:")].sort_values("t")
+    assert list(learned.t) == [0, 1, 2]
+    env = ProxyCPTEnv(micro_spec, progress=False)
+    obs, _ = env.reset(seed=int(learned.env_seed.iloc[0]))
+    agent = load_policy(tmp_path / "a")
+    agent.reset(DomainSpace.from_env(env), int(learned.explorer_seed.iloc[0]))
+    np.testing.assert_allclose(learned.proposed_weights.iloc[0], agent.act(obs), atol=1e-6)
 
 
 def test_ppo_on_two_ray_workers_exports_a_loadable_policy(micro_spec: Path, ray_session, tmp_path: Path):
     from mixagent.envs.proxy_env import ProxyCPTEnv
-    from mixagent.policies.base import run_episode
+    from mixagent.policies.protocol import run_episode
     from mixagent.policies.training.online import OnlineConfig, train_online
 
     cfg = OnlineConfig(algo="ppo", workers=2, timesteps=240, n_steps=12, batch_size=24, n_epochs=2,
@@ -171,10 +197,21 @@ def test_ppo_on_two_ray_workers_exports_a_loadable_policy(micro_spec: Path, ray_
     _acts_anywhere(agent)
 
 
-def test_sac_in_process_runs(micro_spec: Path):
-    from mixagent.policies.training.online import OnlineConfig, train_online
+def test_sac_in_process_learns_through_train_policy(micro_spec: Path, tmp_path: Path):
+    """SAC through the one training entry point: gradient steps after ``learning_starts`` change
+    the exported actor (compared with the checkpoint taken before any update), and the policy
+    records the scenario it was trained on."""
+    from mixagent.policies.training import TrainConfig, train_policy
 
-    res = train_online(micro_spec, OnlineConfig(algo="sac", workers=1, timesteps=30, learning_starts=12,
-                                                sac_batch_size=8, network={"hidden": 16}))
-    assert res.agent.params.squash == "tanh"
-    _acts_anywhere(res.agent)
+    out = tmp_path / "sac"
+    res = train_policy(TrainConfig(algo="sac", env=str(micro_spec), hyperparameters={
+        "workers": 1, "timesteps": 30, "learning_starts": 12, "sac_batch_size": 8,
+        "network": {"hidden": 16}, "checkpoint_every": 12}), out)
+    assert res.details["timesteps"] >= 30 and res.out == out
+    before = load_policy(out / "checkpoints" / "step-0000012").tensors()  # no update yet at step 12
+    after = load_policy(out).tensors()
+    assert before.keys() == after.keys()
+    weights = [k for k in after if "norm" not in k]  # the input normalisation is fitted at step 12
+    assert weights and any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in weights)
+    _records_micro_scenario(res.policy, micro_spec)
+    _acts_anywhere(res.policy)

@@ -104,17 +104,17 @@ def test_silenced_reports_nothing(caplog: pytest.LogCaptureFixture):
 def test_base_pretraining_logs_loss_and_speed_every_n_steps(micro_spec: Path, micro_cache: Path, tmp_path: Path,
                                                             caplog: pytest.LogCaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch):
-    """``mixagent pretrain`` piped to a log: a line with loss and tokens/s about every tenth of
+    """``mixagent env pretrain`` piped to a log: a line with loss and tokens/s about every tenth of
     the run, not one line and then silence."""
     from mixagent.envs.setup import resolve_spec
-    from mixagent.proxy.base import pretrain_base
+    from mixagent.proxy.base_model import pretrain_base
 
     monkeypatch.setenv("MIXAGENT_CACHE", str(micro_cache))
     monkeypatch.setattr(progress_mod, "is_terminal", lambda stream: False)  # as when piped
     resolved = resolve_spec(micro_spec)
-    with caplog.at_level(logging.INFO, logger="mixagent.proxy.base"):
+    with caplog.at_level(logging.INFO, logger="mixagent.proxy.base_model"):
         meta = pretrain_base(resolved.base_recipe(), tmp_path, resolved.spec.runtime, progress=None)
-    lines = [m for m in _lines(caplog, "mixagent.proxy.base") if m.startswith("pre-training base:")]
+    lines = [m for m in _lines(caplog, "mixagent.proxy.base_model") if m.startswith("pre-training base:")]
     steps = meta["steps"]
     assert len(lines) >= 2, lines  # at least one line during the run, and the final one
     assert all("loss=" in m and "tokens/s=" in m for m in lines)

@@ -26,7 +26,7 @@ def resolved(cache):
 
 @pytest.fixture(scope="module")
 def base(resolved):
-    from mixagent.proxy.base import ensure_base
+    from mixagent.proxy.base_model import ensure_base
 
     return ensure_base(resolved.base_recipe(), resolved.spec.runtime, progress=False)
 
@@ -87,7 +87,7 @@ def test_model_configs_build_and_report_bad_keys():
 def test_base_is_cached_by_content_hash(resolved, base, cache):
     from transformers import AutoModelForCausalLM
 
-    from mixagent.proxy.base import bases_dir, ensure_base
+    from mixagent.proxy.base_model import bases_dir, ensure_base
 
     assert base.path.parent == bases_dir() and base.path.is_relative_to(cache)
     files = {p.name for p in base.path.iterdir()}

@@ -396,10 +396,54 @@ def test_explorer_specs_and_shares():
         make_explorer("random_walk:speed=3")
     with pytest.raises(ConfigError, match="positive"):
         parse_explorers(["uniform@0"])
-    import mixagent.policies  # noqa: F401 - registers policy:/baseline:
+    # policy explorers come from the policies layer's factory, never from an import side effect
+    with pytest.raises(ConfigError, match=r"mixagent\.policies\.policy_explorers\.make_explorer"):
+        make_explorer("baseline:uniform")
+    from mixagent.policies.policy_explorers import make_explorer as policy_factory
 
     with pytest.raises(ConfigError):
-        make_explorer("policy:/definitely/not/a/policy")
+        policy_factory("policy:/definitely/not/a/policy")
+    with pytest.raises(ConfigError, match="unknown option"):
+        parse_explorers(["random_walk:speed=3"], policy_factory)  # other specs: trajectories' own
+
+
+def test_policy_explorer_factory_reaches_workers_and_needs_the_real_space():
+    """The factory is a module-level function (pickled by reference, as Ray sends it); the
+    explorers it builds are reset with the env's DomainSpace, never one guessed from names."""
+    import pickle
+
+    from mixagent.data.space import DomainSpace
+    from mixagent.policies.policy_explorers import PolicyExplorer, make_explorer
+    from mixagent.trajectories.explorers import RandomWalkExplorer
+
+    factory = pickle.loads(pickle.dumps(make_explorer))
+    assert factory is make_explorer
+    assert isinstance(factory("random_walk"), RandomWalkExplorer)
+    ex = factory("baseline:tokens")
+    assert isinstance(ex, PolicyExplorer) and ex.stateless
+    space = DomainSpace.synthetic(4, 2)
+    with pytest.raises(ConfigError, match="domain space"):
+        ex.reset(space.names, space.is_target, seed=0)
+    ex.reset(space.names, space.is_target, seed=0, space=space)
+    tok = np.asarray(space.train_tokens, dtype=np.float64)
+    assert np.allclose(ex.act({"domains": np.zeros((4, 5)), "global": np.zeros(4)}, {}), tok / tok.sum())
+
+
+def test_policy_explorer_rows_map_actions_to_the_applied_weights(micro_spec: Path, tmp_path: Path):
+    """One path from an explorer's weights to a stored row: the worker stores the centred action
+    whose env-mapped weights are the proposal, and the env applies exactly that map."""
+    from mixagent.envs.actions import weights_from_action
+    from mixagent.envs.spec import load_env_spec
+    from mixagent.policies.policy_explorers import make_explorer
+
+    out = tmp_path / "fixed"
+    _collect(micro_spec, out, 1, explorers=["baseline:fixed_ratio?source=0.2"],
+             explorer_factory=make_explorer)
+    act = load_env_spec(micro_spec).action
+    df = load(out).to_pandas()
+    for actions, weights, proposed in zip(df.actions, df.weights, df.proposed_weights, strict=True):
+        np.testing.assert_allclose(weights_from_action(actions, act.scale, act.floor), weights, atol=1e-6)
+        np.testing.assert_allclose(weights, proposed, atol=1e-6)  # 0.2 : 0.8 is reachable
 
 
 def test_episode_seeds_depend_only_on_collection_seed_and_index():

@@ -1,4 +1,4 @@
-"""``mixagent pretrain-model`` and ``mixagent cpt``: a base model, then a policy-driven CPT run.
+"""``mixagent model pretrain`` and ``mixagent cpt``: a base model, then a policy-driven CPT run.
 
 ``cpt`` works the same under ``torchrun --nproc_per_node N $(which mixagent) cpt ...`` (or
 ``accelerate launch``): every rank runs this command; rank 0 evaluates, decides and writes.
@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
+model_app = typer.Typer(help="Base models for CPT runs: a stand-in for your own Hugging Face "
+                        "checkpoint.", no_args_is_help=True)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -32,10 +35,11 @@ def _trainer_args(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+@model_app.command("pretrain")
 def pretrain_model_cmd(
     data: Path = typer.Option(..., "--data", help="A mixagent data directory."),
     field: str = typer.Option(..., "--field", help="The field to pre-train on (the source field, e.g. prose)."),
-    config: str = typer.Option("small", "--config", help="Llama size: micro, small, medium, large (0.3M, 1.9M, 8.4M, 26M parameters with an 8k vocabulary)."),
+    size: str = typer.Option("small", "--size", help="Llama size: micro, small, medium, large (0.3M, 1.9M, 8.4M, 26M parameters with an 8k vocabulary)."),
     out: Path = typer.Option(..., "--out", help="New folder for the HF model directory."),
     tokens: int = typer.Option(2_000_000, "--tokens", help="Training tokens."),
     seq_len: int = typer.Option(128, "--seq-len", help="Context length (the model's maximum)."),
@@ -51,7 +55,7 @@ def pretrain_model_cmd(
     from mixagent.cpt.model import pretrain_model
     from mixagent.data.manifest import DataDir
 
-    meta = pretrain_model(DataDir(data), field, config, out, tokens=tokens, seq_len=seq_len,
+    meta = pretrain_model(DataDir(data), field, size, out, tokens=tokens, seq_len=seq_len,
                           batch_size=batch_size, lr=lr, seed=seed)
     typer.echo(f"{out}: {meta['parameters']:,} parameters, {meta['tokens']:,} tokens of {field} in "
                f"{meta['seconds']:.1f} s, final train loss {meta['final_train_loss']:.3f}")

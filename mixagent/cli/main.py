@@ -1,6 +1,9 @@
 """Entry point of the ``mixagent`` command.
 
 Sub-command groups live in their own modules (``mixagent/cli/<stage>.py``) and are attached here.
+The pipeline stages are top-level verbs (``data …``, ``collect``, ``train``, ``train-online``,
+``cpt``, ``evaluate``, ``demo``); auxiliary commands sit in noun groups (``env``, ``model``,
+``policy``, ``trajectories``). Old spellings still work, hidden (:mod:`mixagent.cli.aliases`).
 User errors (:class:`~mixagent.errors.MixagentError`) are printed as one clear message with exit
 code 2 instead of a traceback; command-line usage errors get the usage line and exit code 2, as
 in any click program; anything else is a bug and keeps its traceback.
@@ -28,13 +31,14 @@ from mixagent.cli import evaluate as evaluate_cli
 from mixagent.cli import policies as policies_cli
 from mixagent.cli import proxy as proxy_cli
 from mixagent.cli import trajectories as trajectories_cli
+from mixagent.cli.aliases import add_aliases
 from mixagent.errors import MixagentError
 
 app = typer.Typer(
     name="mixagent",
     help=(
         "Learn data mixtures for continual pre-training (CPT), then drive real CPT runs with them.\n\n"
-        "Workflow: data (corpora -> domain token shards) -> pretrain/env (proxy CPT environment) -> "
+        "Workflow: data (corpora -> domain token shards) -> env (proxy CPT environment) -> "
         "collect (trajectories) -> train (mixing policy) -> cpt (production run) -> evaluate."
     ),
     no_args_is_help=True,
@@ -42,18 +46,20 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
+# the pipeline, in workflow order: verbs
 app.add_typer(data_cli.app, name="data")
+app.command("collect")(trajectories_cli.collect)
 app.command("train")(policies_cli.train)
 app.command("train-online")(policies_cli.train_online_cmd)
-app.add_typer(policies_cli.policy_app, name="policy")
-app.command("pretrain")(proxy_cli.pretrain)
-app.add_typer(proxy_cli.env_app, name="env")
-app.command("collect")(trajectories_cli.collect)
-app.add_typer(trajectories_cli.app, name="trajectories")
-app.command("pretrain-model")(cpt_cli.pretrain_model_cmd)
 app.command("cpt")(cpt_cli.cpt_cmd)
-app.command("demo")(demo_cli.demo_cmd)
 app.command("evaluate")(evaluate_cli.evaluate_cmd)
+app.command("demo")(demo_cli.demo_cmd)
+# what the pipeline makes and reads: nouns, each a group of verbs
+app.add_typer(proxy_cli.env_app, name="env")
+app.add_typer(cpt_cli.model_app, name="model")
+app.add_typer(policies_cli.policy_app, name="policy")
+app.add_typer(trajectories_cli.app, name="trajectories")
+add_aliases(app)
 
 
 def _version(value: bool) -> None:

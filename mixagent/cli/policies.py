@@ -1,13 +1,17 @@
-"""``mixagent train``, ``mixagent train-online`` and ``mixagent policy ...``: mixing policies."""
+"""``mixagent train``, ``mixagent train-online`` and ``mixagent policy info``: mixing policies.
+
+Both training commands only turn options into a :class:`~mixagent.policies.training.TrainConfig`
+for :func:`~mixagent.policies.training.train_policy`. Evaluation is ``mixagent evaluate`` (the
+former ``mixagent policy eval`` is that command with ``--workers 1``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-policy_app = typer.Typer(help="Inspect and evaluate mixing policies (policy directories and baselines).",
+policy_app = typer.Typer(help="Inspect mixing policies (policy directories); evaluate them with "
+                         "'mixagent evaluate'.",
                          no_args_is_help=True)
 
 OUT_HELP = "Policy directory to write (config.json + model.safetensors + README.md), e.g. policies/NAME."
@@ -62,49 +66,20 @@ def train(
 
     from mixagent.config import validate_config
     from mixagent.errors import ConfigError
-    from mixagent.policies.training.data import episode_mixtures, read_trajectories, transitions_from_rows
-    from mixagent.policies.training.offline import OfflineConfig, train_offline
+    from mixagent.policies.training import TrainConfig, train_policy
 
     _threads(threads)
-    console = Console()
     if algo not in ("cql", "bc", "regmix"):
-        raise ConfigError(f"--algo: {algo!r}; choose cql, bc or regmix")
-    rows, meta = read_trajectories(traj_dirs)
-    prov = {"name": name or out.name, "data": {"trajectories": [str(p) for p in traj_dirs],
-                                               "transitions": len(rows), **meta}}
-    if algo == "regmix":
-        from mixagent.policies.regmix import fit_regmix
-
-        spaces, mixtures, scores = episode_mixtures(rows)
-        if len({s.names for s in spaces}) != 1:
-            raise ConfigError("--algo regmix: the trajectories cover several domain spaces; fit one "
-                              "space at a time")
-        import numpy as np
-
-        pol = fit_regmix(np.stack(mixtures), scores, spaces[0], seed=seed)
-        pol.provenance = {**prov, **pol.provenance}
-        pol.save(out)
-        console.print(f"regmix: {len(scores)} episodes; source share {pol.params.source_share:.3f}; "
-                      f"wrote {out}")
-        return
-    overrides = _yaml_overrides(config)
-    overrides.update({"algo": algo, "seed": seed})
-    for key, value in (("bc_steps", bc_steps), ("cql_steps", cql_steps)):
+        raise ConfigError(f"--algo: {algo!r}; choose cql, bc or regmix (ppo and sac: mixagent train-online)")
+    hp = _yaml_overrides(config)
+    hp["seed"] = seed
+    for key, value in (("bc_steps", bc_steps), ("cql_steps", cql_steps), ("action_scale", action_scale),
+                       ("floor", floor)):
         if value is not None:
-            overrides[key] = value
-    overrides.setdefault("action_scale", action_scale or meta.get("action_scale") or 3.0)
-    overrides.setdefault("floor", floor if floor is not None else meta.get("action_floor", 0.0))
-    cfg = validate_config(OfflineConfig, overrides, "--config")
-    data = transitions_from_rows(rows, cfg.features, cfg.action_scale, cfg.floor,
-                                 space_name=meta.get("env_spec", ""))
-    console.print(f"{len(data)} transitions from {len(data.episodes)} episodes over "
-                  f"{len(data.spaces)} domain space(s) (K={data.mask.sum(1).max()})")
-    out.mkdir(parents=True, exist_ok=True)
-    res = train_offline(data, cfg, out, progress=progress, provenance=prov)
-    res.agent.provenance.setdefault("compute", {})["training_seconds"] = round(res.seconds, 1)
-    res.agent.save(out)
-    (out / "history.json").write_text(json.dumps(res.history, indent=1) + "\n", encoding="utf-8")
-    console.print(f"trained in {res.seconds:.0f} s; best {res.best}; wrote {out}")
+            hp[key] = value
+    cfg = validate_config(TrainConfig, {"algo": algo, "trajectories": [str(p) for p in traj_dirs],
+                                        "name": name, "hyperparameters": hp}, "mixagent train")
+    Console().print(train_policy(cfg, out, progress=progress).summary())
 
 
 def train_online_cmd(
@@ -127,17 +102,14 @@ def train_online_cmd(
     from rich.console import Console
 
     from mixagent.config import validate_config
-    from mixagent.policies.training.online import OnlineConfig, train_online
+    from mixagent.policies.training import TrainConfig, train_policy
 
     _threads(threads)
-    overrides = _yaml_overrides(config)
-    overrides.update({"algo": algo, "workers": workers, "timesteps": timesteps, "seed": seed})
-    cfg = validate_config(OnlineConfig, overrides, "--config")
-    res = train_online(env_spec, cfg, out, progress=progress)
-    res.agent.provenance["name"] = out.name
-    res.agent.save(out)
-    Console().print(f"{cfg.algo}: {res.timesteps} env steps on {cfg.workers} worker(s) in "
-                    f"{res.seconds:.0f} s; wrote {out}")
+    hp = _yaml_overrides(config)
+    hp.update({"workers": workers, "timesteps": timesteps, "seed": seed})
+    cfg = validate_config(TrainConfig, {"algo": algo, "env": str(env_spec), "hyperparameters": hp},
+                          "mixagent train-online")
+    Console().print(train_policy(cfg, out, progress=progress).summary())
 
 
 @policy_app.command("info")
@@ -148,52 +120,9 @@ def info(path: Path = typer.Argument(..., help="A policy directory.")) -> None:
     from mixagent.policies.format import read_config, render_card
 
     cfg = read_config(path)
-    from mixagent.policies.base import load_policy
+    from mixagent.policies.protocol import load_policy
 
     pol = load_policy(path)  # proves it loads (safetensors + json only)
     console = Console()
     console.print(f"[bold]{path}[/]: {pol.describe()} (loads: ok)")
     console.print(render_card(cfg), markup=False)
-
-
-@policy_app.command("eval")
-def evaluate(
-    env_spec: Path = typer.Argument(..., help="An env spec YAML file."),
-    policies: list[str] = typer.Argument(..., help="Policies: policy:DIR or baseline:NAME[?k=v&...]."),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="Env reset seeds, the same for every policy."),
-    best_ratio: str | None = typer.Option(None, "--best-ratio", help="Also grid-search the best "
-                                          "fixed source ratio on these seeds (comma-separated), "
-                                          "different from --seeds, and evaluate it."),
-    ratio_grid: Path | None = typer.Option(None, "--ratio-grid", help="Reuse a ratio grid search: "
-                                           "a JSON file written by --json (its 'ratio_grid') or "
-                                           "by grid_search_ratio."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
-    card: Path | None = typer.Option(None, "--card", help="Record the results in this policy "
-                                     "directory's config.json and card."),
-) -> None:
-    """Evaluate policies on an environment: final balanced score per seed, mean ± std."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from mixagent.envs.proxy_env import ProxyCPTEnv
-    from mixagent.policies.evaluate import compare, record_in_card
-
-    env = ProxyCPTEnv(env_spec)
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    ratio_seeds = [int(s) for s in best_ratio.split(",")] if best_ratio else None
-    grid = None
-    if ratio_grid is not None:
-        grid = json.loads(ratio_grid.read_text(encoding="utf-8"))
-        grid = grid.get("ratio_grid", grid)
-    report = compare(env, policies, seed_list, ratio_seeds=ratio_seeds, grid=grid)
-    table = Table(title=f"{env.env_spec.name}: final scores over seeds {seed_list}")
-    for col in ("policy", "balanced", "source", "target"):
-        table.add_column(col, justify="right")
-    for row in report["rows"]:
-        table.add_row(row["policy"], f"{row['balanced_mean']:+.5f} ± {row['balanced_std']:.5f}",
-                      f"{row['source_mean']:+.5f}", f"{row['target_mean']:+.5f}")
-    Console().print(table)
-    if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if card is not None:
-        record_in_card(card, report)

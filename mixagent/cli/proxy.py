@@ -1,4 +1,4 @@
-"""``mixagent pretrain`` and ``mixagent env ...``: the proxy base and the environment by hand."""
+"""``mixagent env pretrain|run``: an env spec's proxy base, and its environment by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-env_app = typer.Typer(help="Run the proxy CPT environment of an env spec by hand.",
+env_app = typer.Typer(help="Pre-train an env spec's proxy base, or run its environment by hand.",
                       no_args_is_help=True)
 
 SPEC_HELP = "An env spec YAML file, e.g. envs/prose-to-math.yaml."
@@ -22,6 +22,7 @@ def _console() -> Any:
     return console
 
 
+@env_app.command("pretrain")
 def pretrain(
     env_spec: Path = typer.Argument(..., help=SPEC_HELP),
     force: bool = typer.Option(False, "--force", help="Pre-train again even if cached."),
@@ -33,7 +34,7 @@ def pretrain(
     the same data, model, pre-training budget, context length and seed.
     """
     from mixagent.envs.setup import resolve_spec
-    from mixagent.proxy.base import bases_dir, ensure_base
+    from mixagent.proxy.base_model import bases_dir, ensure_base
 
     resolved = resolve_spec(env_spec)
     recipe = resolved.base_recipe()

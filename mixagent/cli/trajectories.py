@@ -72,6 +72,7 @@ def collect(
     from rich.console import Console
 
     from mixagent.config import validate_config
+    from mixagent.policies.policy_explorers import make_explorer
     from mixagent.trajectories.collection import CollectConfig
     from mixagent.trajectories.collection import collect as run_collect
 
@@ -84,7 +85,7 @@ def collect(
         "gpus_per_worker": gpus_per_worker, "threads_per_worker": threads_per_worker,
         "address": address, "max_attempts": max_attempts, "progress": progress,
     }, "mixagent collect")
-    r = run_collect(cfg)
+    r = run_collect(cfg, explorer_factory=make_explorer)  # policy:/baseline: explorers too
     console = Console()
     console.print(f"[bold]{r.out}[/bold]: collected {len(r.collected)} episode(s), "
                   f"{r.transitions} transitions in {r.wall_seconds:.1f} s "

@@ -1,6 +1,6 @@
 """``MixingCallback``: the Trainer hook that re-weights the data mixture every N steps.
 
-The callback only decides *when*; :class:`~mixagent.cpt.mixer.MixtureController` decides *what*.
+The callback only decides *when*; :class:`~mixagent.cpt.controller.MixtureController` decides *what*.
 It holds a live reference to the controller, so it is not an ``ExportableState`` callback (the
 Trainer rebuilds those from JSON arguments on resume, which cannot carry a sampler): the
 mixture state goes into its own JSON file in every checkpoint (:mod:`mixagent.cpt.state`).
@@ -17,7 +17,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from mixagent.cpt.mixer import MixtureController
+from mixagent.cpt.controller import MixtureController
 from mixagent.cpt.state import Decision, save_state
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mixagent.data.manifest import DataDir
+from mixagent.data.space import DomainSpace
 from mixagent.data.tokenizer import tokenizer_hash
 from mixagent.errors import ConfigError
-from mixagent.policies.base import DomainSpace, MixingPolicy
+from mixagent.policies.protocol import MixingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def check_model_dir(model_dir: str | Path, data: DataDir) -> dict[str, Any]:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path}: not a Hugging Face model directory (no config.json); pass the "
-                          "folder written by save_pretrained or 'mixagent pretrain-model'")
+                          "folder written by save_pretrained or 'mixagent model pretrain'")
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(
             f"{path}: the model directory has no tokenizer (tokenizer.json); mixagent must check "
@@ -75,9 +76,9 @@ def select_domains(data: DataDir, domains: Sequence[str] | None, fields: Sequenc
 
 
 def domain_space(data: DataDir, names: Sequence[str]) -> DomainSpace:
-    doms = [data.domain(d) for d in names]
-    return DomainSpace(tuple(names), tuple(d.field for d in doms), tuple(d.role for d in doms),
-                       tuple(int(d.train_tokens) for d in doms), data.manifest.name)
+    """The run's domain space: the manifest's fields, roles and token counts (a CPT run has no
+    env spec, so roles are the data's own)."""
+    return DomainSpace.from_data(data, names)
 
 
 def policy_mismatch(policy: MixingPolicy, space: DomainSpace) -> list[str]:

@@ -1,9 +1,10 @@
-"""Base model directories for CPT demos: ``mixagent pretrain-model`` and a random-init helper.
+"""Base model directories for CPT demos: ``mixagent model pretrain`` and a random-init helper.
 
 A practitioner brings their own checkpoint; on a CPU-only machine the stand-in is a small Llama
 pre-trained on the data directory's source field with the proxy engine's pre-training loop
-(:func:`mixagent.proxy.base.pretrain_base`), saved as a normal HF model directory (config +
+(:func:`mixagent.proxy.base_model.pretrain_base`), saved as a normal HF model directory (config +
 safetensors + the data's tokenizer) so ``mixagent cpt`` treats it like any other model.
+:func:`cached_model` gives the same model from the proxies' base cache (``mixagent demo``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
 from mixagent.proxy.config import LRSpec, ModelSpec, PretrainSpec, RuntimeSpec
 from mixagent.utils.io import atomic_directory
+
+if TYPE_CHECKING:
+    from mixagent.proxy.base_model import BaseRecipe
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +66,24 @@ def init_model_dir(data: DataDir, out: str | Path, size: str = "micro", seq_len:
     return out
 
 
-def pretrain_model(data: DataDir, field: str, size: str, out: str | Path, *, tokens: int,
-                   seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-                   progress: bool | None = None) -> dict[str, Any]:
-    """Pre-train a model of ``size`` on every domain of ``field`` and save it to ``out``."""
-    from mixagent.proxy.base import BaseRecipe, pretrain_base
+def _recipe(data: DataDir, field: str, size: str, *, tokens: int, seq_len: int, batch_size: int,
+            lr: float, seed: int) -> BaseRecipe:
+    from mixagent.proxy.base_model import BaseRecipe
 
     domains = tuple(d.name for d in data.domains_of_field(field))
     spec = PretrainSpec(tokens=tokens, batch_size=batch_size,
                         lr=LRSpec(schedule="cosine", peak=lr, warmup_steps=10))
-    recipe = BaseRecipe(data, domains, model_spec(size), spec, seq_len, seed)
+    return BaseRecipe(data, domains, model_spec(size), spec, seq_len, seed)
+
+
+def pretrain_model(data: DataDir, field: str, size: str, out: str | Path, *, tokens: int,
+                   seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+                   progress: bool | None = None) -> dict[str, Any]:
+    """Pre-train a model of ``size`` on every domain of ``field`` and save it to ``out``."""
+    from mixagent.proxy.base_model import pretrain_base
+
+    recipe = _recipe(data, field, size, tokens=tokens, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                     seed=seed)
     out = Path(out)
     if out.exists():
         raise ConfigError(f"{out} already exists; choose a new --out folder")
@@ -79,3 +91,19 @@ def pretrain_model(data: DataDir, field: str, size: str, out: str | Path, *, tok
         meta = pretrain_base(recipe, tmp, RuntimeSpec(), progress=progress)
     log.info("model written to %s (%d parameters)", out, meta["parameters"])
     return meta
+
+
+def cached_model(data: DataDir, field: str, size: str, *, tokens: int, seq_len: int = 128,
+                 batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+                 progress: bool | None = None) -> tuple[Path, dict[str, Any], bool]:
+    """The model :func:`pretrain_model` would write, from the proxies' base cache
+    (:func:`mixagent.proxy.base_model.ensure_base`, keyed by data content, field, size, every setting
+    and seed), pre-training it only if it is not there: a second demo, or a CPT run from another
+    folder, reuses it. Returns ``(directory, its mixagent_base.json metadata, reused)``."""
+    from mixagent.proxy.base_model import META_NAME, bases_dir, ensure_base
+
+    recipe = _recipe(data, field, size, tokens=tokens, seq_len=seq_len, batch_size=batch_size, lr=lr,
+                     seed=seed)
+    reused = (bases_dir() / recipe.key / META_NAME).is_file()
+    base = ensure_base(recipe, RuntimeSpec(), progress=progress)
+    return base.path, base.meta, reused

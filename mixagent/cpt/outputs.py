@@ -4,7 +4,7 @@ the checkpoint to resume from.
 A CPT run writes only the entries :data:`OUTPUT_NAMES` / :data:`OUTPUT_PATTERNS` describe, so
 ``--overwrite`` deletes exactly those and refuses a folder that holds anything else (the user's
 own files are never deleted). Without ``--resume`` or ``--overwrite`` a folder that already holds a
-run is refused, as ``collect``, ``data build`` and ``pretrain-model`` do: a silent fresh start would
+run is refused, as ``collect``, ``data build`` and ``model pretrain`` do: a silent fresh start would
 replace its checkpoints and final model.
 
 A checkpoint is *complete* when it holds everything an exact resume reads (see

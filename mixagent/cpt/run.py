@@ -29,14 +29,14 @@ from mixagent.cpt.checks import (
     select_domains,
 )
 from mixagent.cpt.config import CPTConfig
+from mixagent.cpt.controller import DecisionPlan, MixtureController
 from mixagent.cpt.dataset import MixtureDataset, MixtureIndexSampler, make_sampler
-from mixagent.cpt.mixer import DecisionPlan, MixtureController
 from mixagent.cpt.outputs import check_out_dir, clear_outputs, find_resume_checkpoint, set_aside
 from mixagent.cpt.report import PLOT_NAME, SUMMARY_NAME, plot_weights, summary
 from mixagent.cpt.state import load_state, policy_fingerprint
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
-from mixagent.policies.base import resolve_policy
+from mixagent.policies.protocol import resolve_policy
 from mixagent.proxy.evaluation import TASK_METRICS, Evaluator
 from mixagent.utils.io import write_json_atomic
 

@@ -7,10 +7,13 @@ and it rebuilds callbacks from JSON arguments, so the mixture keeps its own file
 * the weight schedule (``[[start_sample, weights], ...]``) and the samples consumed at the
   checkpoint (``global_step × samples_per_step``) — the sampler is replayed to that point;
 * the base evaluation (step 0), against which observations and scores are measured;
-* every decision: step, observation, train loss fed back, weights, scores. The policy's online
-  state is rebuilt by replaying these decisions through ``reset`` / ``feedback`` / ``act``
-  (policies have no state API; replay works for any policy that is a deterministic function of
-  its inputs and seed, and a mismatch with the recorded weights is reported);
+* every decision: step, observation, train loss fed back, weights, scores;
+* the policy's run state (``policy_state``: :meth:`~mixagent.policies.protocol.MixingPolicy.
+  state_dict`, plain JSON), loaded on resume, so resume does not depend on the policy being
+  deterministic. A state written before it was recorded has none; the policy's online state is
+  then rebuilt by replaying the decisions through ``reset`` / ``feedback`` / ``act`` (exact for
+  a policy that is a deterministic function of its inputs and seed; a mismatch with the
+  recorded weights is reported);
 * what the decisions depend on — domains, seed, samples per step, ``reweight_every`` and the
   policy's fingerprint — so a resume under other settings is refused instead of continuing a
   run that is neither the old one nor a new one;
@@ -70,6 +73,7 @@ class MixtureState:
     policy_id: str | None = None  # policy_fingerprint(): what the policy computes, not its path
     batch: dict[str, int] | None = None  # per_device_batch_size, gradient_accumulation_steps, world_size
     timing: dict[str, float] = field(default_factory=dict)  # run totals up to this checkpoint
+    policy_state: dict[str, Any] | None = None  # MixingPolicy.state_dict() after the last decision
 
     def to_json(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, **asdict(self)}

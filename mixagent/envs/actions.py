@@ -7,18 +7,27 @@
   enough to express "almost only the target field" while a policy's Gaussian noise around 0 still
   means "roughly uniform".
 * the floor mixes in ``floor`` per domain so no domain is ever starved (``K·floor < 1``).
+* a *policy* keeps the floor of the env it was trained on but acts on any number of domains, so
+  its floor must be feasible for every K: :func:`policy_floor` caps it at ``FLOOR_CAP/K``
+  (``0.5/K``: at most half of the mass is fixed, half is the policy's choice). A floor of 0.002
+  is unchanged up to K = 250 and stays valid beyond, where ``K·0.002 ≥ 1`` would otherwise leave
+  nothing (or less than nothing) for the softmax. The env itself checks its floor against its K
+  when the spec is resolved and applies it as given.
 * softmax is shift-invariant, so :func:`action_from_weights` (the inverse) picks the action whose
   logit range is centred on 0; a mixture whose weight ratio exceeds ``exp(2·scale)`` (or with a
   weight below the floor) is not reachable and is clipped to the nearest reachable action, or is
   an error with ``strict=True``.
 
-Baselines, trajectory collection and the CPT integration share these two functions, so weights
-mean the same thing everywhere.
+Baselines, trajectory collection, the learned agent and the CPT integration share these
+functions (the agent's differentiable torch copy,
+:func:`mixagent.policies.network.weights_from_actions`, is tested equal to
+:func:`weights_from_action`), so weights mean the same thing everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence, Sized
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +63,31 @@ def check_weights(weights: object, num_domains: int,
         raise InvalidActionError(str(err)) from None
 
 
+#: a policy's floor may fix at most this share of the mass (see :func:`policy_floor`)
+FLOOR_CAP = 0.5
+
+
+def policy_floor(floor: float, num_domains: Any) -> Any:
+    """The floor a policy applies on ``num_domains`` domains: ``min(floor, FLOOR_CAP/K)``.
+
+    Why: a policy carries the floor of the env it was trained on to spaces of any size
+    (transfer), where that floor may be infeasible (``K·floor ≥ 1``); see the module doc.
+    ``num_domains`` is an int, or an array / torch tensor of per-row K (the batched torch map).
+    """
+    cap = FLOOR_CAP / num_domains
+    return min(floor, cap) if np.isscalar(cap) else cap.clip(max=floor)
+
+
 def weights_from_action(action: Sequence[float] | np.ndarray, scale: float,
                         floor: float = 0.0) -> np.ndarray:
-    """Map an action in ``[-1, 1]^K`` to domain weights (float64, sums to 1); see module doc."""
+    """Map an action in ``[-1, 1]^K`` to domain weights (float64, sums to 1); see module doc.
+
+    A floor with ``K·floor ≥ 1`` is an :class:`InvalidActionError`: it would give negative
+    weights (a policy passes its floor through :func:`policy_floor` first).
+    """
     a = check_action(action, _length(action))
+    if a.size * floor >= 1.0:
+        raise InvalidActionError(f"action floor {floor} × {a.size} domains must be below 1")
     z = scale * a
     z -= z.max()
     p = np.exp(z)

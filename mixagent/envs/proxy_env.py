@@ -2,8 +2,9 @@
 
 The environment is a thin Gymnasium layer over :class:`~mixagent.proxy.engine.ProxyEngine`:
 the action becomes domain weights (:mod:`mixagent.envs.actions`), the engine trains one
-re-weighting step under them and evaluates, and the evaluation becomes an observation
-(:mod:`mixagent.envs.observation`) and a reward (:mod:`mixagent.envs.scoring`).
+re-weighting step under them and evaluates, and the evaluation becomes an observation and a
+reward through :class:`~mixagent.envs.transition.MixingTransition` — the one definition of a
+step that production CPT runs and batched branching use too.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import numpy as np
 
 from mixagent.envs.actions import check_action, check_weights, weights_from_action
 from mixagent.envs.errors import ResetNeededError
-from mixagent.envs.observation import make_observation, observation_space
-from mixagent.envs.scoring import Scores, score
+from mixagent.envs.observation import observation_space
+from mixagent.envs.scoring import Scores
 from mixagent.envs.setup import build_engine, resolve_spec
 from mixagent.envs.spec import EnvSpec
+from mixagent.envs.transition import MixingTransition, StepState
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +55,8 @@ class EnvSnapshot:
     """Everything needed to branch from the current step (see :meth:`ProxyCPTEnv.snapshot`)."""
 
     engine: Any  # EngineSnapshot
-    t: int | None
-    weights: np.ndarray
-    losses: np.ndarray
-    prev_losses: np.ndarray
-    tasks: dict[str, dict[str, float]]
-    scores: Scores
+    state: StepState  # the evaluation the next observation and reward are measured from
+    started: bool  # reset() has been called
     rng_state: dict[str, Any] | None
 
 
@@ -113,15 +111,13 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.observation_space = observation_space(self.num_domains, obs_spec.loss_max,
                                                    obs_spec.score_max)
         base = self.engine.base_eval
-        self.base_losses: np.ndarray = base.losses.copy()
-        self.base_tasks: dict[str, dict[str, float]] = copy.deepcopy(base.tasks)
-        self.base_scores = self._score(self.base_losses, self.base_tasks)
-        self._t: int | None = None
-        self._weights = np.zeros(self.num_domains)
-        self._losses = self.base_losses.copy()
-        self._prev_losses = self.base_losses.copy()
-        self._tasks = copy.deepcopy(self.base_tasks)
-        self._scores = self.base_scores
+        #: what a step means (scores, observation, reward), shared with CPT runs and branching
+        self.transitions = MixingTransition(base.losses, base.tasks, self.is_target,
+                                            self.env_spec.reward, obs_spec, self.num_steps)
+        self.base_losses: np.ndarray = self.transitions.base_losses
+        self.base_tasks: dict[str, dict[str, float]] = self.transitions.base_tasks
+        self.base_scores: Scores = self.transitions.base_scores
+        self._started = False
 
     # -- Gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None,
@@ -129,15 +125,12 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         super().reset(seed=seed)
         data_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.engine.reset(data_seed)
-        self._t = 0
-        self._weights = np.zeros(self.num_domains)
-        self._losses = self.base_losses.copy()
-        self._prev_losses = self.base_losses.copy()
-        self._tasks = copy.deepcopy(self.base_tasks)
-        self._scores = self.base_scores
-        info = self._info(wall=0.0, train=0.0, evaluation=0.0, train_loss=float("nan"))
+        self._started = True
+        obs = self.transitions.reset()
+        info = self.info(self.transitions.state, tokens=self.engine.tokens, wall=0.0, train=0.0,
+                         evaluation=0.0, train_loss=float("nan"))
         info["data_seed"] = data_seed
-        return self._observation(), info
+        return obs, info
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
                                                  dict[str, Any]]:
@@ -161,100 +154,46 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def snapshot(self) -> EnvSnapshot:
         """The full state after the current step; :meth:`restore` continues from it exactly."""
         rng = copy.deepcopy(self._np_random.bit_generator.state) if self._np_random else None
-        return EnvSnapshot(self.engine.snapshot(), self._t, self._weights.copy(),
-                           self._losses.copy(), self._prev_losses.copy(),
-                           copy.deepcopy(self._tasks), self._scores, rng)
+        return EnvSnapshot(self.engine.snapshot(), self.transitions.snapshot(), self._started, rng)
 
     def restore(self, snap: EnvSnapshot) -> dict[str, np.ndarray]:
         """Return to a snapshot (repeatably) and give its observation."""
         self.engine.restore(snap.engine)
-        self._t = snap.t
-        self._weights = snap.weights.copy()
-        self._losses = snap.losses.copy()
-        self._prev_losses = snap.prev_losses.copy()
-        self._tasks = copy.deepcopy(snap.tasks)
-        self._scores = snap.scores
+        self._started = snap.started
         if snap.rng_state is not None:
             self.np_random.bit_generator.state = copy.deepcopy(snap.rng_state)
-        return self._observation()
+        return self.transitions.restore(snap.state)
 
     # -- internals -------------------------------------------------------------------------------
     def _check_running(self) -> None:
-        if self._t is None:
+        if not self._started:
             raise ResetNeededError("call reset() before step()")
-        if self._t >= self.num_steps:
+        if self.transitions.state.t >= self.num_steps:
             raise ResetNeededError(f"the episode ended after {self.num_steps} steps (terminated="
                                    "True); call reset() to start a new one")
 
     def _advance(self, weights: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool,
                                                       dict[str, Any]]:
-        assert self._t is not None
         t0 = time.perf_counter()
         stats = self.engine.train(weights)
         result = self.engine.evaluate()
-        obs, reward, terminated, info, scores = self.transition(
-            self._t, self._losses, self._scores, weights, result.losses, result.tasks,
-            train_loss=stats.loss, tokens=self.engine.tokens, wall=time.perf_counter() - t0,
-            train=stats.seconds, evaluation=result.seconds)
-        self._prev_losses = self._losses
-        self._losses = result.losses
-        self._tasks = result.tasks
-        self._scores = scores
-        self._weights = np.asarray(weights, dtype=np.float64).copy()
-        self._t += 1
-        return obs, reward, terminated, False, info
+        step = self.transitions.advance(weights, result.losses, result.tasks)
+        info = self.info(step.state, tokens=self.engine.tokens, wall=time.perf_counter() - t0,
+                         train=stats.seconds, evaluation=result.seconds, train_loss=stats.loss)
+        return step.observation, step.reward, step.terminated, False, info
 
-    def transition(self, t: int, losses_before: np.ndarray, scores_before: Scores,
-                   weights: np.ndarray, losses: np.ndarray, tasks: dict[str, dict[str, float]],
-                   *, train_loss: float, tokens: int, wall: float, train: float,
-                   evaluation: float) -> tuple[dict[str, np.ndarray], float, bool,
-                                               dict[str, Any], Scores]:
-        """What a step means, as a pure function: from the state before step ``t`` (its losses
-        and scores) and the step's evaluation, the observation, reward, terminated flag, info
-        and new scores. The env state is not touched.
-
-        :meth:`step` uses it, and so does batched branching in trajectory collection (which
-        trains K branches at once and must report exactly what K ``step`` calls would).
-        """
-        weights = np.asarray(weights, dtype=np.float64)
-        scores = self._score(losses, tasks)
-        reward = self.env_spec.reward.scale * (scores.balanced - scores_before.balanced)
-        obs = self._observation_of(t + 1, weights, losses, losses_before, scores)
-        info = self._info_of(t + 1, weights, losses, scores, tasks, tokens, wall=wall,
-                             train=train, evaluation=evaluation, train_loss=train_loss)
-        return obs, float(reward), t + 1 >= self.num_steps, info, scores
-
-    def _score(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> Scores:
-        return score(losses, tasks, self.base_losses, self.base_tasks, self.is_target,
-                     self.env_spec.reward)
-
-    def _observation(self) -> dict[str, np.ndarray]:
-        return self._observation_of(self._t or 0, self._weights, self._losses, self._prev_losses,
-                                    self._scores)
-
-    def _observation_of(self, t: int, weights: np.ndarray, losses: np.ndarray,
-                        prev_losses: np.ndarray, s: Scores) -> dict[str, np.ndarray]:
-        o = self.env_spec.observation
-        return make_observation(weights, losses, self.base_losses, prev_losses, self.is_target,
-                                t / self.num_steps, s.source, s.target, s.balanced, o.loss_max,
-                                o.score_max)
-
-    def _info(self, *, wall: float, train: float, evaluation: float,
-              train_loss: float) -> dict[str, Any]:
-        return self._info_of(self._t, self._weights, self._losses, self._scores, self._tasks,
-                             self.engine.tokens, wall=wall, train=train, evaluation=evaluation,
-                             train_loss=train_loss)
-
-    def _info_of(self, t: int | None, weights: np.ndarray, losses: np.ndarray, s: Scores,
-                 tasks: dict[str, dict[str, float]], tokens: int, *, wall: float, train: float,
-                 evaluation: float, train_loss: float) -> dict[str, Any]:
+    def info(self, state: StepState, *, tokens: int, wall: float, train: float,
+             evaluation: float, train_loss: float) -> dict[str, Any]:
+        """The ``info`` of a step that ended in ``state`` (batched branching builds its rows'
+        infos with it, so they are the env's own)."""
+        s = state.scores
         return {
-            "step": t,
-            "weights": np.asarray(weights, dtype=np.float64).copy(),
-            "losses": np.asarray(losses).copy(),
+            "step": state.t,
+            "weights": state.weights.copy(),
+            "losses": state.losses.copy(),
             "scores": {"source": s.source, "target": s.target, "balanced": s.balanced},
             "terms": dict(s.terms),
-            "task_metrics": copy.deepcopy(tasks),
+            "task_metrics": copy.deepcopy(state.tasks),
             "tokens": tokens,
             "train_loss": train_loss,
             "wall_time": Seconds(wall),

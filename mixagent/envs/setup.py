@@ -53,7 +53,7 @@ class ResolvedEnv:
         return self.data.domain(domain).field
 
     def base_recipe(self) -> Any:
-        from mixagent.proxy.base import BaseRecipe
+        from mixagent.proxy.base_model import BaseRecipe
 
         return BaseRecipe(self.source_data, tuple(self.pretrain_domains), self.spec.model,
                           self.spec.pretrain, self.spec.cpt.seq_len, self.spec.seed)
@@ -204,7 +204,7 @@ def _check_terms(spec: EnvSpec, tasks: set[str]) -> None:
 
 def build_engine(resolved: ResolvedEnv, progress: bool | None = None) -> Any:
     """The proxy engine for a resolved spec, pre-training (and caching) the base if needed."""
-    from mixagent.proxy.base import ensure_base
+    from mixagent.proxy.base_model import ensure_base
     from mixagent.proxy.engine import ProxyEngine
 
     spec = resolved.spec

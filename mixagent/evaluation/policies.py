@@ -96,7 +96,7 @@ def instance_of(policy: Any) -> PolicyInstance:
 
 def build_policy(payload: dict[str, Any]) -> Any:
     """Rebuild a policy from :meth:`PolicyInstance.payload` (in a worker)."""
-    from mixagent.policies.base import policy_class
+    from mixagent.policies.protocol import policy_class
 
     config = payload["config"]
     tensors: dict[str, Any] = {}
@@ -108,8 +108,9 @@ def build_policy(payload: dict[str, Any]) -> Any:
 
 
 def _learned(spec: str, path: Path) -> PolicyEntry:
-    from mixagent.policies.base import policy_spec_error
     from mixagent.policies.format import MODEL_NAME, read_config
+    from mixagent.policies.protocol import policy_spec_error
+    from mixagent.policies.records import scenario_record
 
     if not path.is_dir():
         raise policy_spec_error(spec, str(path), _choices(), is_path=True)
@@ -126,8 +127,8 @@ def _learned(spec: str, path: Path) -> PolicyEntry:
     for n in ([env_spec] if isinstance(env_spec, str) else list(env_spec or [])):
         if n and n not in names:
             names.append(str(n))
-    for s in prov.get("trained_on") or []:
-        n = s.get("name")
+    scenario = scenario_record(config)  # the env spec it was trained with, recorded by training
+    for n in [*(s.get("name") for s in prov.get("trained_on") or []), scenario.name if scenario else None]:
         if n and n not in names:
             names.append(str(n))
     label = str(prov.get("name") or path.name)
@@ -136,7 +137,7 @@ def _learned(spec: str, path: Path) -> PolicyEntry:
 
 
 def _choices() -> tuple[str, ...]:
-    from mixagent.policies.base import BASELINES
+    from mixagent.policies.protocol import BASELINES
 
     return tuple(dict.fromkeys((*BASELINES, *TUNED_BASELINES)))
 
@@ -144,8 +145,8 @@ def _choices() -> tuple[str, ...]:
 def parse_policy(spec: str) -> PolicyEntry:
     """A :class:`PolicyEntry` from a spec string (see module docstring); bad specs raise
     :class:`ConfigError` saying what to write instead (the messages of
-    :func:`mixagent.policies.base.policy_spec_error`, shared with ``resolve_policy``)."""
-    from mixagent.policies.base import policy_spec_error, resolve_policy
+    :func:`mixagent.policies.protocol.policy_spec_error`, shared with ``resolve_policy``)."""
+    from mixagent.policies.protocol import policy_spec_error, resolve_policy
 
     text = spec.strip()
     scheme, sep, rest = text.partition(":")

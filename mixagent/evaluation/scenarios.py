@@ -21,7 +21,7 @@ class Scenario:
     name: str
     path: str
     spec_hash: str
-    space: Any  # mixagent.policies.base.DomainSpace
+    space: Any  # mixagent.policies.protocol.DomainSpace
     spec_payload: dict[str, Any]  # what a worker needs to rebuild the env
 
     @property
@@ -37,8 +37,8 @@ class Scenario:
 
 def load_scenarios(paths: list[str]) -> list[Scenario]:
     """Resolve every env spec (errors name the file and key); duplicates are listed once."""
+    from mixagent.data.space import DomainSpace
     from mixagent.envs.setup import resolve_spec
-    from mixagent.policies.base import DomainSpace
     from mixagent.trajectories.identity import resolved_spec_hash
 
     out: list[Scenario] = []

@@ -1,9 +1,9 @@
 """Tuning the baselines that need it, per scenario, on the tune seeds (never the eval seeds).
 
 * ``best_fixed_ratio``: every source share of the ratio grid on every tune seed; the share with
-  the highest mean final balanced score wins (the grid search a practitioner would run; same
-  rule as :func:`mixagent.policies.static.grid_search_ratio`, whose episodes here run through
-  the evaluation's worker pool instead of in-process).
+  the highest mean final balanced score wins (the grid search a practitioner would run; the
+  only ratio search in mixagent — its episodes run in the evaluation's worker pool, in-process
+  with one worker).
 * ``regmix``: ``regmix_runs`` random static mixtures (symmetric Dirichlet with a concentration
   drawn log-uniformly in [0.1, 10] per run, so both sparse and near-uniform mixtures occur),
   each run once on a tune seed (round robin); then :func:`mixagent.policies.regmix.fit_regmix`

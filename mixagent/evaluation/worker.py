@@ -83,7 +83,7 @@ class EvaluationWorker(PoolWorker):
         """Run one episode: ``task`` has ``scenario`` (key), ``spec_hash``, ``seed`` and ``policy``
         (a :meth:`~mixagent.evaluation.policies.PolicyInstance.payload`)."""
         from mixagent.evaluation.policies import build_policy
-        from mixagent.policies.base import run_episode
+        from mixagent.policies.protocol import run_episode
 
         env = self.envs[task["scenario"]]
         policy = build_policy(task["policy"])

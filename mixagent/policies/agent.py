@@ -1,13 +1,16 @@
-"""The learned mixing agent as a :class:`~mixagent.policies.base.MixingPolicy`.
+"""The learned mixing agent as a :class:`~mixagent.policies.protocol.MixingPolicy`.
 
 It keeps a short history of observations (:mod:`mixagent.policies.features`), runs the
 equivariant actor (:mod:`mixagent.policies.network`) and maps its per-domain actions onto the
-simplex with the environment's action map. The same object comes out of offline training (CQL),
-online training (SB3 PPO/SAC) and ``load_policy``; it acts on any number of domains.
+simplex with the environment's action map (:func:`mixagent.envs.actions.weights_from_action`,
+its floor made feasible for any K by :func:`~mixagent.envs.actions.policy_floor`). The same
+object comes out of offline training (CQL), online training (SB3 PPO/SAC) and ``load_policy``;
+it acts on any number of domains.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,8 +19,8 @@ import torch
 from pydantic import Field
 
 from mixagent.config import StrictModel
+from mixagent.envs.actions import policy_floor, weights_from_action
 from mixagent.errors import ConfigError
-from mixagent.policies.base import MixingPolicy, register_policy
 from mixagent.policies.features import (
     IS_TARGET_COLUMN,
     FeatureSpec,
@@ -26,16 +29,7 @@ from mixagent.policies.features import (
     global_input_names,
 )
 from mixagent.policies.network import ActorNet, NetworkConfig
-
-
-def weights_from_action_vector(a: np.ndarray, scale: float, floor: float) -> np.ndarray:
-    """The env's action map for one action (numpy), with the floor capped at 0.5/K."""
-    z = scale * a
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    f = min(floor, 0.5 / a.size)
-    w = (1.0 - a.size * f) * p + f
-    return w / w.sum()
+from mixagent.policies.protocol import MixingPolicy, register_policy
 
 
 class AgentParams(StrictModel):
@@ -44,7 +38,7 @@ class AgentParams(StrictModel):
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     action_scale: float = Field(default=3.0, gt=0, description="weights = softmax(scale·action)")
-    floor: float = Field(default=0.0, ge=0, lt=1, description="least weight per domain (≤ 0.5/K)")
+    floor: float = Field(default=0.0, ge=0, lt=1, description="least weight per domain (capped at 0.5/K)")
     squash: Literal["tanh", "clip"] = Field(
         default="tanh", description="deterministic action: tanh(mean) (CQL/SAC) or clip (PPO)")
     deterministic: bool = Field(default=True, description="act on the mean; else sample (seeded)")
@@ -84,7 +78,24 @@ class MixingAgent(MixingPolicy):
                 a = torch.tanh(mean) if p.squash == "tanh" else mean.clamp(-1.0, 1.0)
             else:
                 a, _ = self.network.sample(dom, glob, generator=self._gen)
-        return weights_from_action_vector(a[0].double().numpy(), p.action_scale, p.floor)
+        k = int(a.shape[-1])
+        return weights_from_action(a[0].double().numpy(), p.action_scale, policy_floor(p.floor, k))
+
+    # -- run state (CPT resume) ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The observation window and the sampling generator (plain JSON, exact to the bit)."""
+        window = [{k: {"dtype": str(v.dtype), "shape": list(v.shape), "values": v.ravel().tolist()}
+                   for k, v in obs.items()} for obs in self.history._obs]
+        gen = base64.b64encode(self._gen.get_state().numpy().tobytes()).decode("ascii")
+        return {"history": window, "generator": gen}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.history.reset()
+        for obs in state["history"]:
+            self.history.push({k: np.asarray(v["values"], dtype=v["dtype"]).reshape(v["shape"])
+                               for k, v in obs.items()})
+        raw = np.frombuffer(base64.b64decode(state["generator"]), dtype=np.uint8).copy()
+        self._gen.set_state(torch.from_numpy(raw))
 
     # -- serialisation ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

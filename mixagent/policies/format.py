@@ -21,19 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from mixagent.errors import ConfigError
-from mixagent.policies.base import CARD_NAME, CONFIG_NAME, POLICY_FORMAT, MixingPolicy, policy_class
+from mixagent.policies.records import EvaluationRecord, evaluation_record, scenario_record
 from mixagent.utils.io import atomic_directory
 
+POLICY_FORMAT = "mixagent.policy/1"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 MODEL_NAME = "model.safetensors"
 POLICY_FILES = (CONFIG_NAME, MODEL_NAME, CARD_NAME)
 #: what training writes beside a policy; kept when the policy is saved again
 TRAINING_FILES = ("checkpoints", "history.json", "evaluation.json")
 
 
-def save_policy_dir(policy: MixingPolicy, path: Path, card: str | None = None) -> Path:
-    """Write ``policy`` to ``path`` (replacing an existing policy directory there)."""
-    config = policy.config()
-    tensors = policy.tensors()
+def save_policy_dir(path: Path, config: dict[str, Any], tensors: dict[str, Any],
+                    card: str | None = None) -> Path:
+    """Write a policy's ``config`` and ``tensors`` to ``path`` (replacing an existing policy
+    directory there); the card defaults to :func:`render_card` of the config.
+
+    Takes plain data, not a policy object, so this module does not import the protocol
+    (:mod:`mixagent.policies.protocol` imports it: saving and loading are the format's job).
+    """
     extra = [p for p in path.iterdir() if p.name not in POLICY_FILES] if path.is_dir() else []
     if extra and not (path / CONFIG_NAME).is_file() and not all(p.name in TRAINING_FILES for p in extra):
         raise ConfigError(f"{path}: exists and is not a policy directory; choose another --out")
@@ -44,7 +51,7 @@ def save_policy_dir(policy: MixingPolicy, path: Path, card: str | None = None) -
             from safetensors.torch import save_file
 
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      str(tmp / MODEL_NAME), metadata={"format": POLICY_FORMAT, "kind": policy.kind})
+                      str(tmp / MODEL_NAME), metadata={"format": POLICY_FORMAT, "kind": str(config["kind"])})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(card if card is not None else render_card(config),
                                      encoding="utf-8")
@@ -104,14 +111,10 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def _needs_tensors(config: dict[str, Any], cls: type[MixingPolicy]) -> bool:
-    return "architecture" in config or cls.tensors is not MixingPolicy.tensors
-
-
-def load_policy_dir(path: Path) -> MixingPolicy:
-    """Rebuild a policy from its directory (json + safetensors only)."""
-    config = read_config(path)
-    cls = policy_class(str(config["kind"]))
+def read_tensors(path: Path, config: dict[str, Any], required: bool) -> dict[str, Any]:
+    """The tensors of the policy directory ``path`` (json + safetensors only; ``{}`` when it has
+    none and ``required`` is false). A missing, truncated or corrupt file is a
+    :class:`ConfigError` that names it and says what to do."""
     tensors: dict[str, Any] = {}
     model = path / MODEL_NAME
     if model.exists():
@@ -127,11 +130,11 @@ def load_policy_dir(path: Path) -> MixingPolicy:
         if problem is not None:
             raise ConfigError(f"{model}: the policy's weights are {problem}; copy the policy "
                               "directory again from its source, or re-train the policy")
-    elif _needs_tensors(config, cls):
+    elif required:
         raise ConfigError(f"{model}: missing; a {config['kind']} policy needs its learned weights "
                           "beside config.json. Copy the whole policy directory (config.json and "
                           f"{MODEL_NAME}), or re-train the policy")
-    return cls.from_config(config, tensors)
+    return tensors
 
 
 def _fmt(v: Any) -> str:
@@ -144,26 +147,25 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _evaluation_table(evals: dict[str, Any]) -> list[str]:
-    """Lines for a ``mixagent evaluate`` record: this policy's score per scenario, then one row
-    per baseline with the paired difference, win rate and verdict."""
+def _evaluation_table(evals: EvaluationRecord) -> list[str]:
+    """Lines for the evaluation record: this policy's score per scenario, then one row per
+    baseline with the paired difference, win rate and verdict."""
 
     def ci(mean: float, hw: float | None) -> str:
         return f"{mean:+.5f}" + (f" ± {hw:.5f}" if hw is not None else " (n=1)")
 
-    lines = [f"Report: `{evals.get('report')}`; seeds {_fmt(evals.get('seeds', []))}.", "",
+    lines = [f"Report: `{evals.report}`; seeds {_fmt(evals.seeds)}.", "",
              "| scenario | this policy (balanced) | rank | baseline | baseline balanced | "
              "difference (95% CI) | win rate | verdict |", "|---|---|---|---|---|---|---|---|"]
-    for sc in evals["scenarios"]:
-        b = sc["balanced"]
-        name = sc["scenario"] + (" (trained on)" if sc.get("in_distribution") else "")
-        mine = ci(b["mean"], b.get("half_width"))
-        if not sc.get("vs"):
-            lines.append(f"| {name} | {mine} | {sc['rank']}/{sc['of']} | — | — | — | — | — |")
-        for v in sc.get("vs", []):
-            lines.append(f"| {name} | {mine} | {sc['rank']}/{sc['of']} | {v['baseline']} | "
-                         f"{v['baseline_balanced']:+.5f} | {ci(v['diff'], v.get('diff_half_width'))} | "
-                         f"{v['win_rate']:.2f} | {v['verdict']} |")
+    for sc in evals.scenarios:
+        name = sc.scenario + (" (trained on)" if sc.in_distribution else "")
+        mine = ci(sc.balanced.mean, sc.balanced.half_width)
+        if not sc.vs:
+            lines.append(f"| {name} | {mine} | {sc.rank}/{sc.of} | — | — | — | — | — |")
+        for v in sc.vs:
+            lines.append(f"| {name} | {mine} | {sc.rank}/{sc.of} | {v.baseline} | "
+                         f"{v.baseline_balanced:+.5f} | {ci(v.diff, v.diff_half_width)} | "
+                         f"{v.win_rate:.2f} | {v.verdict} |")
     return lines
 
 
@@ -188,6 +190,12 @@ def render_card(config: dict[str, Any]) -> str:
             roles = s.get("roles", [])
             lines.append(f"- `{s.get('name') or 'unnamed'}`: {len(s.get('names', []))} domains "
                          f"({roles.count('source')} source, {roles.count('target')} target)")
+    scenario = scenario_record(config)
+    if scenario is not None:
+        lines += ["", "## Scenario (reward and observation it was trained with)", "",
+                  f"- env spec: `{scenario.name or 'unnamed'}`",
+                  f"- reward: `{json.dumps(scenario.reward.model_dump(mode='json'))}`",
+                  f"- observation: `{json.dumps(scenario.observation.model_dump(mode='json'))}`"]
     data = prov.get("data")
     if data:
         lines += ["", "## Data", ""]
@@ -199,18 +207,15 @@ def render_card(config: dict[str, Any]) -> str:
     if prov.get("compute"):
         lines += ["", "## Compute", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in prov["compute"].items()]
-    evals = prov.get("evaluation")
-    if evals:
-        lines += ["", "## Evaluation", ""]
-        if evals.get("description"):
-            lines += [evals["description"], ""]
-        if "scenarios" in evals:  # written by mixagent evaluate (mixagent.evaluation.card)
+    try:
+        evals = evaluation_record(config)
+    except ConfigError as err:  # a card is still written; it says why the scores are missing
+        lines += ["", "## Evaluation", "", f"Not shown: {err}"]
+    else:
+        if evals is not None:
+            lines += ["", "## Evaluation", ""]
+            if evals.description:
+                lines += [evals.description, ""]
             lines += _evaluation_table(evals)
-        else:
-            lines += ["| policy | balanced (mean ± std) | source | target | seeds |", "|---|---|---|---|---|"]
-        for row in evals.get("rows", []):
-            lines.append(f"| {row['policy']} | {row['balanced_mean']:+.5f} ± {row['balanced_std']:.5f}"
-                         f" | {row['source_mean']:+.5f} | {row['target_mean']:+.5f} | "
-                         f"{_fmt(row['seeds'])} |")
     lines += ["", "---", "Generated from config.json by mixagent.policies.format.render_card.", ""]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import nn
 
 from mixagent.config import StrictModel
+from mixagent.envs.actions import policy_floor
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 
@@ -225,15 +226,17 @@ class ActorNet(nn.Module):
 
 def weights_from_actions(action: torch.Tensor, scale: float, mask: torch.Tensor | None = None,
                          floor: float = 0.0) -> torch.Tensor:
-    """The environment's action map, batched and masked: ``(1 − K·f)·softmax(scale·a) + f`` with
-    the floor capped at ``0.5/K`` so it stays valid on any number of domains."""
+    """:func:`mixagent.envs.actions.weights_from_action` with the agent's floor
+    (:func:`~mixagent.envs.actions.policy_floor`), in torch: batched, masked (padded domains get
+    weight 0, K counts the real ones) and differentiable, for training. Tested equal to the numpy
+    map; both read the floor rule from one place."""
     z = scale * action
     if mask is not None:
         z = z.masked_fill(~mask.bool(), -torch.inf)
     p = torch.softmax(z, dim=-1)
     if floor > 0:
-        k = action.new_tensor(float(action.shape[-1])) if mask is None else mask.to(action.dtype).sum(-1, keepdim=True)
-        f = torch.minimum(torch.full_like(k, floor), 0.5 / k)
+        k = float(action.shape[-1]) if mask is None else mask.to(action.dtype).sum(-1, keepdim=True)
+        f = policy_floor(floor, k)
         p = (1 - k * f) * p + f
         if mask is not None:
             p = p * mask.to(p.dtype)

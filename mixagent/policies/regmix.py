@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import Field
 
 from mixagent.config import StrictModel
+from mixagent.data.space import DomainSpace
 from mixagent.errors import ConfigError
-from mixagent.policies.base import DomainSpace, register_policy
+from mixagent.policies.protocol import register_policy
 from mixagent.policies.static import FixedRatio, StaticPolicy
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,16 @@ class RegMix(StaticPolicy):
     def describe(self) -> str:
         return f"regmix(source={self.params.source_share:.3g})" if self.params.source_share is not None \
             else "regmix"
+
+
+class RegMixConfig(StrictModel):
+    """Settings of :func:`fit_regmix` as one typed config (``train_policy`` with ``algo: regmix``
+    validates ``hyperparameters`` into it, so a mistyped key is an error, not ignored)."""
+
+    regressor: Literal["gbm", "linear"] = "gbm"
+    num_candidates: int = Field(default=50_000, gt=0)
+    top_k: int = Field(default=128, gt=0)
+    seed: int = 0
 
 
 def _candidates(prior: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

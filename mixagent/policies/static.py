@@ -8,14 +8,15 @@ defined by roles and token counts, never by domain positions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from mixagent.config import StrictModel
-from mixagent.policies.base import DomainSpace, MixingPolicy, register_policy
+from mixagent.data.space import DomainSpace
+from mixagent.policies.protocol import MixingPolicy, register_policy
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class FixedRatio(StaticPolicy):
 
     ``source`` is the source field's share; each field's share is spread evenly (``within:
     uniform``) or by tokens over its domains. The best ratio for a scenario is the "critical
-    mixture ratio" of Gu et al. 2024 ("CMR: Scaling Law for Continual Pre-training"), found here
-    by :func:`grid_search_ratio` on the proxy instead of by fitting their scaling law.
+    mixture ratio" of Gu et al. 2024 ("CMR: Scaling Law for Continual Pre-training"), found by
+    ``mixagent evaluate``'s ``baseline:best_fixed_ratio`` (:mod:`mixagent.evaluation.tuning`) by
+    grid search on the proxy instead of by fitting their scaling law.
     Degenerate spaces (no source or no target domain) fall back to the field that exists.
     """
 
@@ -126,31 +128,3 @@ class FixedRatio(StaticPolicy):
 
     def describe(self) -> str:
         return f"fixed_ratio(source={self.params.source:g})"
-
-
-def grid_search_ratio(env: Any, ratios: Sequence[float] | None = None,
-                      seeds: Sequence[int] = (0,), *, within: Literal["uniform", "tokens"] = "uniform",
-                      progress: bool | None = None) -> dict[str, Any]:
-    """The best fixed source share on an environment: every ratio on the same env seeds.
-
-    Returns ``{"best": source_share, "rows": [{"source": r, "balanced_mean": ..,
-    "balanced_std": .., "per_seed": [...]}, ...]}`` sorted by ratio. Use different seeds here
-    than in a final evaluation, or the best ratio is tuned on the evaluation's noise.
-    """
-    from mixagent.policies.base import run_episode
-    from mixagent.utils.progress import Progress
-
-    grid = list(np.round(np.linspace(0.0, 1.0, 11), 4) if ratios is None else ratios)
-    rows = []
-    with Progress(len(grid) * len(seeds), "ratio grid", "episode", progress=progress, logger=log,
-                  log_every=1) as bar:
-        for r in grid:
-            pol = FixedRatio(source=float(r), within=within)
-            finals = []
-            for s in seeds:
-                finals.append(run_episode(pol, env, int(s)).final_scores["balanced"])
-                bar.update(1, note=f"source share {float(r):g} seed {int(s)}: balanced {finals[-1]:+.5f}")
-            rows.append({"source": float(r), "balanced_mean": float(np.mean(finals)),
-                         "balanced_std": float(np.std(finals)), "per_seed": finals})
-    best = max(rows, key=lambda row: row["balanced_mean"])
-    return {"best": best["source"], "rows": rows, "seeds": [int(s) for s in seeds]}

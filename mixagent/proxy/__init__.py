@@ -24,9 +24,9 @@ from mixagent.proxy.config import (
 )
 
 _LAZY = {
-    "BaseCheckpoint": "mixagent.proxy.base",
-    "BaseRecipe": "mixagent.proxy.base",
-    "ensure_base": "mixagent.proxy.base",
+    "BaseCheckpoint": "mixagent.proxy.base_model",
+    "BaseRecipe": "mixagent.proxy.base_model",
+    "ensure_base": "mixagent.proxy.base_model",
     "EngineSnapshot": "mixagent.proxy.engine",
     "ProxyEngine": "mixagent.proxy.engine",
     "TrainStats": "mixagent.proxy.engine",

@@ -25,7 +25,7 @@ import torch
 from mixagent.data.manifest import DataDir
 from mixagent.data.sampler import MixtureSampler
 from mixagent.errors import MixagentError
-from mixagent.proxy.base import BaseCheckpoint, moments_to_state
+from mixagent.proxy.base_model import BaseCheckpoint, moments_to_state
 from mixagent.proxy.config import CPTSpec, EvalSpec, RuntimeSpec
 from mixagent.proxy.evaluation import EvalResult, Evaluator
 from mixagent.proxy.runtime import configure_runtime, resolve_threads, thread_scope
@@ -66,7 +66,7 @@ class ProxyEngine:
     Args:
         data: the data directory.
         domains: the domains that get weights, in action order.
-        base: the cached base (see :func:`mixagent.proxy.base.ensure_base`).
+        base: the cached base (see :func:`mixagent.proxy.base_model.ensure_base`).
         cpt: the CPT budget and optimizer; the LR schedule spans ``cpt.total_steps``.
         evaluation: what :meth:`evaluate` measures.
         runtime: device and threads.

@@ -22,6 +22,7 @@ Everything evaluated is read and tokenized once, at construction, into device te
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,28 +182,44 @@ class Evaluator:
 
     def per_example(self, model: torch.nn.Module,
                     t: _TaskTensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per example: exact match (bool) and mean answer-token NLL, one batched pass.
-
-        Only the few answer positions go through the output layer (the vocabulary projection
-        dominates a small proxy's cost), not every prompt position.
-        """
+        """Per example: exact match (bool) and mean answer-token NLL, one batched pass."""
         head = model.get_output_embeddings()
+
+        def hidden(ids: torch.Tensor) -> torch.Tensor:
+            return model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+
         correct, nlls = [], []
         for i in range(0, len(t), self.batch_size):
-            x = t.tokens[i : i + self.batch_size]
-            mask = t.answer_mask[i : i + self.batch_size]
-            end = t.end_pos[i : i + self.batch_size]
-            hidden = model.base_model(input_ids=x[:, :-1], use_cache=False).last_hidden_state
-            rows, cols = mask.nonzero(as_tuple=True)
-            logits = head(hidden[rows, cols])  # [answer tokens, vocab]
-            target = x[:, 1:][rows, cols]
-            n = x.shape[0]
-            wrong = torch.zeros(n, dtype=torch.bool, device=x.device)
-            wrong.index_put_((rows,), logits.argmax(-1) != target, accumulate=True)
-            nll = torch.zeros(n, device=x.device).index_add_(
-                0, rows, F.cross_entropy(logits, target, reduction="none"))
-            nxt = head(hidden[torch.arange(n, device=x.device), end]).argmax(-1)
-            runs_on = t.check_end[i : i + self.batch_size] & t.word_chars[nxt]
-            correct.append(~wrong & ~runs_on)
-            nlls.append(nll / mask.sum(1))
+            rows = slice(i, i + self.batch_size)
+            c, n = answer_scores(hidden, head, t.tokens[rows], t.answer_mask[rows],
+                                 t.end_pos[rows], t.check_end[rows], t.word_chars)
+            correct.append(c)
+            nlls.append(n)
         return torch.cat(correct), torch.cat(nlls)
+
+
+def answer_scores(hidden: Callable[[torch.Tensor], torch.Tensor],
+                  head: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor,
+                  answer_mask: torch.Tensor, end_pos: torch.Tensor, check_end: torch.Tensor,
+                  word_chars: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact match (bool) and mean answer-token NLL of each row of one batch of a task set.
+
+    The one definition of exact match (see the module docstring): the proxy's evaluator and the
+    folded K-replica evaluation of batched branching both call it, with their own ``hidden``
+    (ids → last hidden states) and output ``head``. Only the few answer positions go through
+    the head (the vocabulary projection dominates a small proxy's cost), not every prompt
+    position.
+    """
+    x = tokens
+    h = hidden(x[:, :-1])
+    rows, cols = answer_mask.nonzero(as_tuple=True)
+    logits = head(h[rows, cols])  # [answer tokens, vocab]
+    target = x[:, 1:][rows, cols]
+    n = x.shape[0]
+    wrong = torch.zeros(n, dtype=torch.bool, device=x.device)
+    wrong.index_put_((rows,), logits.argmax(-1) != target, accumulate=True)
+    nll = torch.zeros(n, device=x.device).index_add_(
+        0, rows, F.cross_entropy(logits, target, reduction="none"))
+    nxt = head(h[torch.arange(n, device=x.device), end_pos]).argmax(-1)
+    runs_on = check_end & word_chars[nxt]
+    return ~wrong & ~runs_on, nll / answer_mask.sum(1)

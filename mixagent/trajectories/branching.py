@@ -15,9 +15,10 @@ Two implementations with the same results (to floating-point reassociation):
   ``env.restore``. The first batched step of a worker is checked against a real ``env.step``;
   a mismatch, an unfoldable model or any error falls back to sequential with a warning.
 
-The batched path turns each branch's evaluation into a transition with
-:meth:`ProxyCPTEnv.transition`, the same function ``step`` uses, so observation, reward and info
-mean the same; the check above guards the folded training and evaluation themselves.
+The batched path turns each branch's evaluation into a transition with the env's own
+:class:`~mixagent.envs.transition.MixingTransition` (``env.transitions.step`` from the snapshot's
+state) and :meth:`ProxyCPTEnv.info`, the definitions ``step`` uses, so observation, reward and
+info mean the same; the check above guards the folded training and evaluation themselves.
 """
 
 from __future__ import annotations
@@ -195,17 +196,16 @@ class Brancher:
         t_train = time.perf_counter() - t0
         results = trainer.evaluate()
         t_total = time.perf_counter() - t0
-        t_next = snap.t + 1
-        out, end_scores = [], []
+        out, ends = [], []
         for i in range(k):
             res = results[i]
-            obs, reward, terminated, info, sc = env.transition(
-                snap.t, snap.losses, snap.scores, weights[i], res.losses, res.tasks,
-                train_loss=float(losses[i]), tokens=snap.engine.tokens + steps * b * seq,
-                wall=t_total / k, train=t_train / k, evaluation=(t_total - t_train) / k)
-            end_scores.append(sc)
-            out.append(Transition(np.asarray(actions[i], np.float32), obs, reward,
-                                  terminated, False, info, batched=True))
+            st = env.transitions.step(snap.state, weights[i], res.losses, res.tasks)
+            info = env.info(st.state, tokens=snap.engine.tokens + steps * b * seq,
+                            wall=t_total / k, train=t_train / k,
+                            evaluation=(t_total - t_train) / k, train_loss=float(losses[i]))
+            ends.append(st.state)
+            out.append(Transition(np.asarray(actions[i], np.float32), st.observation, st.reward,
+                                  st.terminated, False, info, batched=True))
 
         def end_state(i: int) -> Any:
             from mixagent.proxy.engine import EngineSnapshot
@@ -216,11 +216,7 @@ class Brancher:
                 optimizer=trainer.optimizer_state(i, es.optimizer, float(lrs[-1])),
                 sampler=sampler_states[i], step=es.step + steps, tokens=es.tokens + steps * b * seq,
                 rng={key: v.clone() for key, v in es.rng.items()})
-            r = results[i]
-            return dataclasses.replace(
-                snap, engine=engine_snap, t=t_next, weights=np.asarray(weights[i], np.float64).copy(),
-                losses=r.losses.copy(), prev_losses=np.asarray(snap.losses).copy(),
-                tasks={n: dict(m) for n, m in r.tasks.items()}, scores=end_scores[i])
+            return dataclasses.replace(snap, engine=engine_snap, state=ends[i])
 
         return out, end_state
 

@@ -42,7 +42,7 @@ from pydantic import Field
 from mixagent.config import StrictModel
 from mixagent.errors import ConfigError
 from mixagent.trajectories.branching import BranchConfig
-from mixagent.trajectories.explorers import is_stochastic, make_explorer, parse_explorers
+from mixagent.trajectories.explorers import ExplorerFactory, is_stochastic, make_explorer, parse_explorers
 from mixagent.trajectories.identity import CollectionIdentity, resolved_spec_hash
 from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, observation_layout, schema_table_markdown
 from mixagent.trajectories.storage import (
@@ -117,26 +117,34 @@ class CollectResult:
         return self.transitions / self.collect_seconds if self.collect_seconds > 0 else 0.0
 
 
-def collect(config: CollectConfig | None = None, **kwargs: Any) -> CollectResult:
-    """Collect trajectories (``collect(CollectConfig(...))`` or ``collect(env_spec=..., ...)``)."""
+def collect(config: CollectConfig | None = None, *, explorer_factory: ExplorerFactory | None = None,
+            **kwargs: Any) -> CollectResult:
+    """Collect trajectories (``collect(CollectConfig(...))`` or ``collect(env_spec=..., ...)``).
+
+    ``explorer_factory`` builds explorers from specs (default: trajectories' own,
+    :func:`~mixagent.trajectories.explorers.make_explorer`); pass
+    :func:`mixagent.policies.policy_explorers.make_explorer` for ``policy:``/``baseline:`` explorers, as
+    ``mixagent collect`` does. It must be a module-level function (it travels to Ray workers).
+    """
     if config is None:
         from mixagent.config import validate_config
 
         config = validate_config(CollectConfig, kwargs, "collect")
     elif kwargs:
         raise TypeError("pass either a CollectConfig or keyword arguments, not both")
-    return _Collection(config).run()
+    return _Collection(config, explorer_factory).run()
 
 
 class _Collection:
-    def __init__(self, config: CollectConfig):
+    def __init__(self, config: CollectConfig, explorer_factory: ExplorerFactory | None = None):
         from mixagent.envs.setup import resolve_spec
 
         self.config = config
         self.out = Path(config.out)
-        choices = parse_explorers(config.explorers)
+        self.explorer_factory = explorer_factory or make_explorer
+        choices = parse_explorers(config.explorers, self.explorer_factory)
         if config.branch.alternatives == "explorer" and config.branch.k > 1:
-            lazy = [c.spec for c in choices if not is_stochastic(make_explorer(c.spec))]
+            lazy = [c.spec for c in choices if not is_stochastic(self.explorer_factory(c.spec))]
             if lazy:
                 raise ConfigError(f"branch alternatives 'explorer' need explorers whose proposals "
                                   f"are random; {', '.join(lazy)} would propose the same action K "
@@ -262,7 +270,7 @@ class _Collection:
     def _run_local(self, todo: list[int]) -> None:
         t0 = time.perf_counter()
         cfg = self.worker_config.model_copy(update={"threads": self.config.threads_per_worker})
-        worker = EpisodeWorker(cfg, "local")
+        worker = EpisodeWorker(cfg, "local", self.explorer_factory)
         self.result.workers.append(worker.info())
         self.result.setup_seconds = time.perf_counter() - t0
         self._t_ready = time.perf_counter()
@@ -288,7 +296,7 @@ class _Collection:
             nonlocal serial
             serial += 1
             return remote_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
-                                      max_restarts=0).remote(payload, f"w{serial}")
+                                      max_restarts=0).remote(payload, f"w{serial}", self.explorer_factory)
 
         actors = [new_actor() for _ in range(cfg.workers)]
         pool = _ActorPool(actors, new_actor, max_replacements=cfg.workers * cfg.max_attempts)
@@ -332,6 +340,7 @@ def _mismatch(out: Path, found: dict[str, Any], mine: dict[str, Any]) -> str:
 def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: CollectConfig,
                result: CollectResult) -> tuple[dict[str, Any], str]:
     """The card (JSON) and README of a collection, from the shards on disk and this run."""
+    from mixagent.data.space import DomainSpace
     from mixagent.envs.observation import DOMAIN_FEATURES, GLOBAL_FEATURES
 
     stats = _shard_stats(out, collection["env_spec_hash"], collection["config_hash"])
@@ -367,6 +376,9 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
                      "data_content_hash": resolved.data.manifest.content_hash},
         "collection": collection["identity"],
         "domain_names": list(resolved.domains),
+        # fields, roles and token counts as the env saw them: what a policy trained on these
+        # trajectories records as its domain space (read back, never guessed from names)
+        "domain_space": DomainSpace.from_env(resolved).to_dict(),
         "observation_layout": observation_layout(list(DOMAIN_FEATURES), list(GLOBAL_FEATURES),
                                                  len(resolved.domains)),
         "columns": [{"name": n, "type": str(t), "meaning": d} for n, t, d in COLUMNS],

@@ -19,9 +19,14 @@ Both read the previous weights from ``info["weights"]`` and keep no other state,
 ``act`` several times at one step gives independent proposals (used by branching).
 
 ``policy:DIR`` (a saved policy, e.g. the trained agent) and ``baseline:NAME[?key=value&...]``
-come from the policies package, which registers them (:func:`register_explorer`) when it is
-imported; :func:`make_explorer` imports it on demand and says clearly when it is missing. Any
-other kind plugs in the same way.
+run a mixing policy, which lives a layer above (:mod:`mixagent.policies`). Trajectories never
+import it: a caller that wants those kinds hands collection an *explorer factory* — a function
+``spec -> Explorer`` — and ``mixagent collect`` passes
+:func:`mixagent.policies.policy_explorers.make_explorer`, which builds ``policy:``/``baseline:`` and
+delegates every other spec to :func:`make_explorer` here. A module-level function pickles by
+reference, so the factory reaches Ray workers unchanged. Kinds registered in this process with
+:func:`register_explorer` are built too (in-process collection only: a Ray worker sees only
+kinds registered on import).
 
 A collection may name several explorers (``--explorer random_walk@0.7 --explorer uniform@0.3``):
 each episode uses one, drawn from the episode's own seed, so the choice is reproducible.
@@ -29,7 +34,6 @@ each episode uses one, drawn from the episode's own seed, so the choice is repro
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,7 +51,7 @@ class Explorer(Protocol):
     """What trajectory collection needs from anything that chooses mixtures.
 
     ``reset(domain_names, is_target, seed)`` starts an episode; an explorer whose ``reset`` also
-    takes a ``space`` keyword receives the env's :class:`~mixagent.policies.base.DomainSpace`
+    takes a ``space`` keyword receives the env's :class:`~mixagent.data.space.DomainSpace`
     (fields, roles, token counts) as well. ``act(observation, info)`` returns ``K`` non-negative
     weights (normalised by the caller); ``info`` is the env's last ``info`` (``weights``,
     ``losses``, ``scores``, ``train_loss``, ``step``...).
@@ -142,14 +146,16 @@ def perturb(weights: np.ndarray, rng: np.random.Generator, concentration: float,
 
 # -- registry ------------------------------------------------------------------------------------
 ExplorerFactory = Callable[[str], Explorer]
-"""Builds an explorer from the text after ``kind:`` (``""`` when there is none)."""
+"""Builds an explorer from a whole spec (``kind[:arg]``); what ``collect(explorer_factory=...)``
+takes. Must be a module-level function to reach Ray workers."""
 
-_REGISTRY: dict[str, ExplorerFactory] = {}
-#: kinds another mixagent package registers when imported
-_PROVIDERS: dict[str, str] = {"policy": "mixagent.policies", "baseline": "mixagent.policies"}
+#: kind -> builder from the text after ``kind:`` (``""`` when there is none)
+_REGISTRY: dict[str, Callable[[str], Explorer]] = {}
+#: kinds provided by a layer above, through an explorer factory (named in errors only)
+POLICY_KINDS = ("policy", "baseline")
 
 
-def register_explorer(kind: str, factory: ExplorerFactory, *, replace: bool = False) -> None:
+def register_explorer(kind: str, factory: Callable[[str], Explorer], *, replace: bool = False) -> None:
     """Make ``--explorer kind[:arg]`` build ``factory(arg)`` (``arg``: the text after ``kind:``)."""
     if kind in _REGISTRY and not replace:
         raise ConfigError(f"explorer kind {kind!r} is already registered")
@@ -177,33 +183,31 @@ register_explorer("uniform", lambda arg: UniformExplorer(**_options("uniform", a
 
 
 def available_kinds() -> list[str]:
-    """Registered explorer kinds plus those a provider package adds on import."""
-    return sorted(set(_REGISTRY) | set(_PROVIDERS))
+    """Registered explorer kinds plus the policy kinds a factory from above can add."""
+    return sorted(set(_REGISTRY) | set(POLICY_KINDS))
 
 
 def make_explorer(spec: str) -> Explorer:
-    """Build an explorer from ``kind[:arg]`` (``random_walk:jump=0.2``, ``baseline:uniform``, ...)."""
+    """Build an explorer from ``kind[:arg]`` (``random_walk:jump=0.2``, ``uniform``, ...): the
+    default explorer factory. ``policy:``/``baseline:`` need the policies layer's factory."""
     kind, _, arg = spec.strip().partition(":")
-    if kind not in _REGISTRY and kind in _PROVIDERS:
-        try:
-            importlib.import_module(_PROVIDERS[kind])
-        except ImportError as err:
-            raise ConfigError(
-                f"explorer {spec!r}: '{kind}:' explorers come from mixagent's mixing policies "
-                f"({_PROVIDERS[kind]}), which cannot be imported here ({err}); use random_walk "
-                "or uniform") from None
-        if kind not in _REGISTRY:
-            raise ConfigError(
-                f"explorer {spec!r}: '{kind}:' explorers come from mixagent's mixing policies "
-                f"({_PROVIDERS[kind]}), which do not provide them in this version; use "
-                "random_walk or uniform")
+    if kind not in _REGISTRY and kind in POLICY_KINDS:
+        raise ConfigError(
+            f"explorer {spec!r}: '{kind}:' explorers run a mixing policy; build them with "
+            "mixagent.policies.policy_explorers.make_explorer (pass explorer_factory= to collect; "
+            "'mixagent collect' does), or use random_walk or uniform")
     if kind not in _REGISTRY:
         raise ConfigError(f"unknown explorer {spec!r}; choose from "
                           f"{', '.join(available_kinds())} (e.g. random_walk:jump=0.2)")
-    explorer = _REGISTRY[kind](arg)
+    return check_explorer(_REGISTRY[kind](arg), spec)
+
+
+def check_explorer(explorer: object, spec: str) -> Explorer:
+    """``explorer`` if it has the protocol's members, else a :class:`ConfigError` naming ``spec``
+    (a factory's bug should not surface as an AttributeError mid-collection)."""
     if not isinstance(explorer, Explorer):
-        raise ConfigError(f"explorer {spec!r}: the registered factory returned {explorer!r}, which "
-                          "lacks name/stateless/reset/act")
+        raise ConfigError(f"explorer {spec!r}: the factory returned {explorer!r}, which lacks "
+                          "name/stateless/reset/act")
     return explorer
 
 
@@ -216,10 +220,13 @@ class ExplorerChoice:
     weight: float
 
 
-def parse_explorers(specs: Sequence[str]) -> list[ExplorerChoice]:
-    """Parse ``spec[@weight]`` entries; checks every spec builds (errors name the entry)."""
+def parse_explorers(specs: Sequence[str],
+                    factory: ExplorerFactory | None = None) -> list[ExplorerChoice]:
+    """Parse ``spec[@weight]`` entries; checks every spec builds with ``factory`` (default
+    :func:`make_explorer`; errors name the entry)."""
     if not specs:
         raise ConfigError("at least one explorer is needed (e.g. --explorer random_walk)")
+    build = factory or make_explorer
     out = []
     for raw in specs:
         spec, weight = raw.strip(), 1.0
@@ -233,7 +240,7 @@ def parse_explorers(specs: Sequence[str]) -> list[ExplorerChoice]:
                 spec = head
         if not weight > 0:
             raise ConfigError(f"explorer {raw!r}: the share after '@' must be positive")
-        make_explorer(spec)
+        build(spec)
         out.append(ExplorerChoice(spec, weight))
     return out
 

@@ -199,6 +199,11 @@ class ReplicaModel:
         self.ctx.rows = input_ids.shape[0]
         return self.model(input_ids=input_ids, use_cache=False).logits
 
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Last hidden states ``[K·B, seq, d]`` (the body without the output head)."""
+        self.ctx.rows = input_ids.shape[0]
+        return self.model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+
     @torch.no_grad()
     def set_all(self, named: dict[str, torch.Tensor]) -> None:
         """Every replica's parameters := ``named`` (a state dict of the original model)."""
@@ -365,23 +370,23 @@ class ReplicaTrainer:
         return [EvalResult(losses[r].copy(), tasks[r], share) for r in range(k)]
 
     def _task(self, ev: Any, t: Any) -> list[dict[str, float]]:
+        """Each replica's task metrics, by the proxy's own exact-match definition
+        (:func:`~mixagent.proxy.evaluation.answer_scores`) on the K-times repeated batch."""
+        from mixagent.proxy.evaluation import answer_scores
+
         k = self.k
-        correct, nll_sum = [], []
+        head = self.rm.model.get_output_embeddings()
+        correct, nlls = [], []
         for i in range(0, len(t), ev.batch_size):
-            x = t.tokens[i : i + ev.batch_size]
-            b = x.shape[0]
-            mask = t.answer_mask[i : i + b].repeat(k, 1)
-            logits = self.rm(x[:, :-1].repeat(k, 1))
-            target = x[:, 1:].repeat(k, 1)
-            pred = logits.argmax(dim=-1)
-            wrong = ((pred != target) & mask).any(dim=1)
-            nxt = pred.gather(1, t.end_pos[i : i + b].repeat(k)[:, None]).squeeze(1)
-            runs_on = t.check_end[i : i + b].repeat(k) & t.word_chars[nxt]
-            correct.append((~wrong & ~runs_on).view(k, b))
-            nll = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-            nll_sum.append(((nll * mask).sum(1) / mask.sum(1)).view(k, b))
+            rows = slice(i, i + ev.batch_size)
+            b = int(t.tokens[rows].shape[0])
+            c, n = answer_scores(self.rm.hidden_states, head, t.tokens[rows].repeat(k, 1),
+                                 t.answer_mask[rows].repeat(k, 1), t.end_pos[rows].repeat(k),
+                                 t.check_end[rows].repeat(k), t.word_chars)
+            correct.append(c.view(k, b))
+            nlls.append(n.view(k, b))
         em = torch.cat(correct, dim=1).double().mean(dim=1)
-        al = torch.cat(nll_sum, dim=1).double().mean(dim=1)
+        al = torch.cat(nlls, dim=1).double().mean(dim=1)
         return [{"exact_match": float(em[r]), "answer_loss": float(al[r])} for r in range(k)]
 
 

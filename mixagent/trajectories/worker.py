@@ -29,6 +29,7 @@ from mixagent.trajectories.branching import BranchConfig, Brancher, Transition
 from mixagent.trajectories.explorers import (
     Explorer,
     ExplorerChoice,
+    ExplorerFactory,
     choose_explorer,
     is_stochastic,
     make_explorer,
@@ -81,9 +82,12 @@ def episode_seeds(seed: int, episode: int) -> EpisodeSeeds:
 class EpisodeWorker(PoolWorker):
     """Owns one :class:`~mixagent.envs.proxy_env.ProxyCPTEnv`; runs whole episodes on request."""
 
-    def __init__(self, config: dict[str, Any] | WorkerConfig, worker_id: str = "local"):
+    def __init__(self, config: dict[str, Any] | WorkerConfig, worker_id: str = "local",
+                 explorer_factory: ExplorerFactory | None = None):
         cfg = config if isinstance(config, WorkerConfig) else WorkerConfig.model_validate(config)
         self.cfg = cfg
+        #: builds explorers from specs; a module-level function, so it pickles to Ray actors
+        self._make_explorer = explorer_factory or make_explorer
         self._setup(worker_id, cfg.env_vars, cfg.threads)
         from mixagent.envs.proxy_env import ProxyCPTEnv
         from mixagent.envs.spec import EnvSpec
@@ -109,7 +113,7 @@ class EpisodeWorker(PoolWorker):
 
     def _explorer(self, spec: str) -> Explorer:
         if spec not in self._explorers:
-            self._explorers[spec] = make_explorer(spec)
+            self._explorers[spec] = self._make_explorer(spec)
         return self._explorers[spec]
 
     def _reset_explorer(self, explorer: Explorer, seed: int) -> None:
@@ -121,7 +125,7 @@ class EpisodeWorker(PoolWorker):
         except (TypeError, ValueError):
             takes_space = False
         if takes_space:
-            from mixagent.policies.base import DomainSpace
+            from mixagent.data.space import DomainSpace
 
             explorer.reset(env.domain_names, env.is_target, seed,  # type: ignore[call-arg]
                            space=DomainSpace.from_env(env))
@@ -159,6 +163,9 @@ class EpisodeWorker(PoolWorker):
                 proposals.append(self._normalise(explorer.act(obs, info), explorer)
                                  if alternatives == "explorer" else
                                  perturb(proposals[0], branch_rng, cfg.branch.perturb_concentration))
+            # the one path from an explorer's weights to the env: the centred action whose
+            # mapped weights are the proposal (or its nearest reachable mixture); the env maps
+            # the stored action, so every row's actions -> weights is exactly the env's map
             actions = [action_from_weights(w, self._scale, self._floor) for w in proposals]
             if k == 1:
                 t0 = time.perf_counter()

@@ -14,6 +14,7 @@ Domain spaces of different sizes can be mixed: arrays are padded to the largest 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from mixagent.data.space import DomainSpace
 from mixagent.envs.observation import DOMAIN_FEATURES, GLOBAL_FEATURES
 from mixagent.errors import DataError
-from mixagent.policies.base import DomainSpace
 from mixagent.policies.features import FeatureSpec, build_features
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,51 @@ def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
                          "action_scale": float(act.get("scale", 3.0)),
                          "action_floor": float(act.get("floor", 0.0))})
             break
+    spaces = _recorded_spaces(ts.cards, specs, rows)
+    for r in rows:  # each row carries its collection's domain space (a shared object)
+        r["domain_space"] = spaces[str(r["env_spec_hash"])]
     return rows, meta
 
 
-def _space(names: Sequence[str], is_target: np.ndarray, name: str) -> DomainSpace:
-    return DomainSpace(tuple(names), tuple(n.split("/", 1)[0] for n in names),
-                       tuple("target" if t else "source" for t in is_target), tuple(0 for _ in names),
-                       name)
+def _recorded_spaces(cards: Sequence[Mapping[str, Any]], specs: Sequence[Mapping[str, Any]],
+                     rows: Sequence[Mapping[str, Any]]) -> dict[str, DomainSpace]:
+    """The domain space of every env-spec hash in ``rows``: the one the collection recorded in
+    its card (``domain_space``: the env's real fields, roles and token counts).
+
+    A collection from before cards recorded it (or still without a card) gets its space from
+    the env spec it stored: roles from the rows' ``is_target`` feature, fields from the spec's
+    source and target field (exact: an env's domains are those of its two fields), token counts
+    unknown (0, with a warning; only the policy's provenance records them).
+    """
+    out = {str(c["env_spec_hash"]): DomainSpace.from_dict(c["domain_space"])
+           for c in cards if c.get("domain_space") and c.get("env_spec_hash")}
+    for r in rows:
+        h = str(r["env_spec_hash"])
+        if h in out:
+            continue
+        spec = next((e.get("spec") for e in specs if e.get("spec")), None) or {}
+        names = list(r["domain_names"])
+        target = unflatten(r["obs"], len(names))["domains"][:, DOMAIN_FEATURES.index("is_target")] > 0.5
+        if "source_field" not in spec or "target_field" not in spec:
+            raise DataError(f"trajectories of env spec {h}: neither a recorded domain space nor an "
+                            "env spec with source and target fields; re-collect them")
+        log.warning("trajectories of env spec %s record no domain space (collected before cards "
+                    "did); fields from the env spec, token counts unknown (0)", h[:12])
+        out[h] = DomainSpace(tuple(names),
+                             tuple(spec["target_field"] if t else spec["source_field"] for t in target),
+                             tuple("target" if t else "source" for t in target), (0,) * len(names),
+                             str(spec.get("name", "")))
+    return out
+
+
+def _row_space(r: Mapping[str, Any], name: str) -> DomainSpace:
+    """The domain space of a row from :func:`read_trajectories`, renamed to ``name`` if given
+    (the policy's provenance names spaces after the env spec by default)."""
+    space = r.get("domain_space")
+    if not isinstance(space, DomainSpace):
+        raise DataError("a transition row has no domain_space; read rows with read_trajectories "
+                        "(or give rows_from_episode the env's space)")
+    return dataclasses.replace(space, name=name) if name else space
 
 
 def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSpec,
@@ -131,9 +170,8 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
             log.warning("episode %s: main path has steps %s; skipped", eid, steps[:5])
             continue
         path = [unflatten(path_rows[0]["obs"], k)] + [unflatten(path_rows[t]["new_obs"], k) for t in steps]
-        is_target = path[0]["domains"][:, 4] > 0.5
-        spaces.setdefault((tuple(names), tuple(is_target)), _space(
-            names, is_target, space_name or str(ep_rows[0].get("env_spec_hash", ""))[:12]))
+        space = _row_space(ep_rows[0], space_name)
+        spaces.setdefault((space.names, space.roles), space)
         e_idx = len(episodes)
         episodes.append(eid)
         returns.append(float(sum(float(path_rows[t]["rewards"]) for t in steps)))
@@ -171,14 +209,16 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
     return out
 
 
-def rows_from_episode(result: Any, names: Sequence[str], eps_id: str) -> list[dict[str, Any]]:
-    """Schema-like rows from a :class:`~mixagent.policies.base.EpisodeResult` run with
-    ``keep_observations=True`` (tests and quick experiments without the trajectory store)."""
+def rows_from_episode(result: Any, space: DomainSpace, eps_id: str) -> list[dict[str, Any]]:
+    """Schema-like rows from a :class:`~mixagent.policies.protocol.EpisodeResult` run with
+    ``keep_observations=True`` on ``space`` (tests and quick experiments without the trajectory
+    store)."""
     import gymnasium as gym
 
     from mixagent.envs.observation import observation_space
 
     obs = result.observations
+    names = list(space.names)
     k = len(names)
     space = observation_space(k, 1.0, 1.0)
     flat = [gym.spaces.flatten(space, o).astype(np.float32).tolist() for o in obs]
@@ -187,7 +227,8 @@ def rows_from_episode(result: Any, names: Sequence[str], eps_id: str) -> list[di
         rows.append({"eps_id": eps_id, "t": t, "obs": flat[t], "new_obs": flat[t + 1],
                      "weights": s.weights.tolist(), "rewards": s.reward,
                      "terminateds": t == len(result.steps) - 1, "is_continuation": True,
-                     "branch_id": 0, "domain_names": list(names), "balanced_score": s.scores["balanced"]})
+                     "branch_id": 0, "domain_names": list(names), "balanced_score": s.scores["balanced"],
+                     "domain_space": space})
     return rows
 
 
@@ -203,9 +244,7 @@ def episode_mixtures(rows: Iterable[Mapping[str, Any]]) -> tuple[list[DomainSpac
         ep_rows.sort(key=lambda r: int(r["t"]))
         if not bool(ep_rows[-1]["terminateds"]):
             continue
-        names = list(ep_rows[0]["domain_names"])
-        obs0 = unflatten(ep_rows[0]["obs"], len(names))
-        spaces.append(_space(names, obs0["domains"][:, 4] > 0.5, ""))
+        spaces.append(_row_space(ep_rows[0], ""))
         mixtures.append(np.mean([np.asarray(r["weights"], dtype=np.float64) for r in ep_rows], axis=0))
         scores.append(float(ep_rows[-1]["balanced_score"]))
     return spaces, mixtures, scores

@@ -156,8 +156,9 @@ def train_online(spec: str | Path, cfg: OnlineConfig, out: Path | None = None, *
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
+    from mixagent.data.space import DomainSpace
+    from mixagent.envs.setup import resolve_spec
     from mixagent.envs.spec import load_env_spec
-    from mixagent.policies.base import DomainSpace
     from mixagent.policies.training.ray_vecenv import EnvFactory, make_vec_env
     from mixagent.policies.training.sb3_policies import EquivariantActorCriticPolicy, EquivariantSACPolicy
 
@@ -181,21 +182,13 @@ def train_online(spec: str | Path, cfg: OnlineConfig, out: Path | None = None, *
                     batch_size=cfg.sac_batch_size, tau=cfg.tau, gamma=cfg.gamma, seed=cfg.seed,
                     device="cpu", verbose=0,
                     policy_kwargs={"network": net, "action_scale": env_spec.action.scale})
-    space = None
-    try:
-        from mixagent.policies.features import FeatureWrapper  # noqa: F401 - documents the wrapper
-
-        names = venv.get_attr("domain_names", [0])[0]
-        is_target = venv.get_attr("is_target", [0])[0]
-        space = DomainSpace(tuple(names), tuple(n.split("/", 1)[0] for n in names),
-                            tuple("target" if t else "source" for t in is_target),
-                            tuple(0 for _ in names), env_spec.name)
-    except Exception:
-        log.debug("could not read the domain space from the env", exc_info=True)
+    # the env's real domain space (fields, roles, token counts) for the provenance; the workers
+    # have built or found the data by now, so resolving here only opens it
+    space = DomainSpace.from_env(resolve_spec(env_spec))
     prov = {"name": f"{env_spec.name or 'env'}-{cfg.algo}", "training": {
         "algo": cfg.algo, "env_spec": str(spec), "timesteps": cfg.timesteps, "workers": cfg.workers},
         "hyperparameters": cfg.model_dump(mode="json"),
-        "trained_on": [space.to_dict()] if space is not None else []}
+        "trained_on": [space.to_dict()]}
 
     def export(m: Any) -> MixingAgent:
         return export_agent(m, cfg, env_spec.action.scale, env_spec.action.floor, prov)

@@ -1,12 +1,12 @@
 """The decision logic of a CPT run: evaluate, observe, ask the policy, schedule the weights.
 
 :class:`MixtureController` is the part of the run that is not the Trainer: the callback
-(:mod:`mixagent.cpt.callback`) only tells it *when*. It builds the policy's observation with the
-environment's own functions (:func:`~mixagent.envs.observation.make_observation`,
-:func:`~mixagent.envs.scoring.score`) from the same quantities the environment uses — per-domain
-held-out losses now, at the base (step 0) and at the previous decision, the weights of the last
-interval, progress = decisions made / decisions in the run — so a policy trained on the proxy
-environment sees the same numbers here.
+(:mod:`mixagent.cpt.callback`) only tells it *when*. It builds the policy's observation and the
+scores with the environment's own definition of a step
+(:class:`~mixagent.envs.transition.MixingTransition`): the step-0 evaluation is the base, each
+interval between decisions is one step that applied the last decision's weights, progress =
+decisions made / decisions in the run — so a policy trained on the proxy environment sees the
+same numbers here.
 
 In a multi-process run only rank 0 evaluates and asks the policy; the weights, losses and task
 metrics go to every rank in one tensor broadcast (no pickling), and every rank then derives the
@@ -28,10 +28,11 @@ import torch
 from mixagent.cpt.dataset import replay, schedule_of
 from mixagent.cpt.state import Decision, MixtureState
 from mixagent.data.sampler import MixtureSampler
-from mixagent.envs.observation import make_observation
-from mixagent.envs.scoring import Scores, score
+from mixagent.data.space import DomainSpace
+from mixagent.envs.scoring import Scores
 from mixagent.envs.spec import ObservationSpec, RewardSpec
-from mixagent.policies.base import DomainSpace, MixingPolicy
+from mixagent.envs.transition import MixingTransition, StepState
+from mixagent.policies.protocol import MixingPolicy
 from mixagent.proxy.evaluation import Evaluator
 from mixagent.proxy.runtime import thread_scope
 
@@ -86,6 +87,8 @@ class MixtureController:
         self.task_keys = task_keys  # (task, metric) pairs, in broadcast order
         self.policy_seed = policy_seed
         self.is_target = space.is_target
+        #: the environment's step definition, measured against the step-0 evaluation (set then)
+        self.transition: MixingTransition | None = None
         self.state = MixtureState(domains=list(space.names), seed=sampler.seed,
                                   seq_len=sampler.seq_len, samples_per_step=plan.samples_per_step,
                                   policy=policy_name, reweight_every=plan.reweight_every,
@@ -120,7 +123,7 @@ class MixtureController:
             t1 = time.perf_counter()
             if first:
                 self._set_base(losses, tasks)
-            obs, _ = self._observe(losses, tasks)
+            obs, _, _ = self._observe(losses, tasks)
             # one thread: a policy network is tiny, and torch's thread pool contending with
             # the training threads made one act() ~100x slower (180 ms vs 1.2 ms measured)
             with thread_scope(1):
@@ -148,7 +151,7 @@ class MixtureController:
         if rank != 0 and first:
             self._set_base(losses, tasks)
         t3 = time.perf_counter()
-        obs, scores = self._observe(losses, tasks)
+        obs, scores, state = self._observe(losses, tasks)
         start = self.plan.start_sample(step)
         if start < self.sampler.position:
             raise RuntimeError(
@@ -163,6 +166,8 @@ class MixtureController:
                        scores={"source": scores.source, "target": scores.target, "balanced": scores.balanced},
                        decision_seconds=t_policy + time.perf_counter() - t3, eval_seconds=t_eval)
         self.state.decisions.append(dec)
+        assert self.transition is not None
+        self.transition.restore(state)
         self.decision_seconds += dec.decision_seconds
         self.eval_seconds += t_eval
         return dec
@@ -172,7 +177,8 @@ class MixtureController:
         t0 = time.perf_counter()
         result = self.evaluator()(model)
         self.eval_seconds += time.perf_counter() - t0
-        s = self._score(result.losses, result.tasks)
+        assert self.transition is not None
+        s = self.transition.score(result.losses, result.tasks)
         return {"losses": dict(zip(self.space.names, (float(x) for x in result.losses), strict=True)),
                 "tasks": result.tasks,
                 "scores": {"source": s.source, "target": s.target, "balanced": s.balanced},
@@ -182,25 +188,24 @@ class MixtureController:
     def _set_base(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> None:
         self.state.base_losses = [float(x) for x in losses]
         self.state.base_tasks = {t: dict(m) for t, m in tasks.items()}
+        self.transition = self._transition_of(self.state)
 
-    def _score(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> Scores:
-        assert self.state.base_losses is not None
-        return score(np.asarray(losses), tasks, np.asarray(self.state.base_losses),
-                     self.state.base_tasks, self.is_target, self.reward)
+    def _transition_of(self, state: MixtureState) -> MixingTransition:
+        assert state.base_losses is not None
+        return MixingTransition(np.asarray(state.base_losses), state.base_tasks, self.is_target,
+                                self.reward, self.obs_spec, self.plan.num_decisions)
 
     def _observe(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]
-                 ) -> tuple[dict[str, np.ndarray], Scores]:
-        assert self.state.base_losses is not None
-        base = np.asarray(self.state.base_losses)
+                 ) -> tuple[dict[str, np.ndarray], Scores, StepState]:
+        """Observation, scores and end state of the interval since the last decision (nothing
+        is committed: rank 0 observes once before the broadcast and once after)."""
+        tr = self.transition
+        assert tr is not None
         decs = self.state.decisions
-        weights = np.asarray(decs[-1].weights) if decs else np.zeros(self.space.num_domains)
-        prev = np.asarray(decs[-1].losses) if decs else base
-        s = self._score(losses, tasks)
-        o = self.obs_spec
-        obs = make_observation(weights, np.asarray(losses, dtype=np.float64), base, prev,
-                               self.is_target.astype(np.float32), len(decs) / self.plan.num_decisions,
-                               s.source, s.target, s.balanced, o.loss_max, o.score_max)
-        return obs, s
+        if not decs:  # the step-0 evaluation is the base: the state before any step
+            return tr.observe(tr.state), tr.state.scores, tr.state
+        out = tr.step(tr.state, np.asarray(decs[-1].weights), losses, tasks)
+        return out.observation, out.state.scores, out.state
 
     # -- state ---------------------------------------------------------------------------------------
     def total_timing(self, process: dict[str, float]) -> dict[str, float]:
@@ -215,19 +220,47 @@ class MixtureController:
         self.state.schedule = schedule_of(self.sampler)
         self.state.global_step = int(global_step)
         self.state.consumed = int(global_step) * self.plan.samples_per_step
+        self.state.policy_state = self.policy.state_dict()
         if self.process_timing is not None:
             self.state.timing = self.total_timing(self.process_timing())
         return self.state
 
     def restore(self, saved: MixtureState, where: str) -> None:
-        """Continue a saved run: replay the sampler to the consumed samples and the policy
-        through its recorded decisions (see :mod:`mixagent.cpt.state`)."""
+        """Continue a saved run: replay the sampler to the consumed samples, load the policy's
+        saved run state (or, from a checkpoint written before policies had one, replay the
+        policy through its recorded decisions) and rebuild the step state from the decisions."""
         saved.check_compatible(self.state, where)
         if self.sampler.position != 0:
             raise RuntimeError("restore() needs a sampler that has not drawn yet")
         replay(self.sampler, [(s, w) for s, w in saved.schedule], saved.consumed)
         self.policy.reset(self.space, self.policy_seed)
-        for i, dec in enumerate(saved.decisions):
+        if saved.policy_state is not None:
+            self.policy.load_state_dict(saved.policy_state)
+            how = "policy state loaded"
+        else:
+            self._replay_policy(saved.decisions)
+            how = "policy replayed through its decisions (a checkpoint without policy state)"
+        if saved.base_losses is not None:
+            self.transition = self._transition_of(saved)
+            for before, dec in zip(saved.decisions, saved.decisions[1:], strict=False):
+                self.transition.advance(np.asarray(before.weights), np.asarray(dec.losses), dec.tasks)
+            self._check_observation(saved.decisions)
+        if saved.policy != self.state.policy:
+            log.info("resuming with policy %s: the checkpoint was written under %s, the same policy "
+                     "(identical parameters and weights)", self.state.policy, saved.policy)
+        saved.policy = self.state.policy
+        # a state written before these were recorded: record them from now on
+        saved.policy_id = self.state.policy_id
+        saved.reweight_every = self.state.reweight_every
+        saved.batch = self.state.batch
+        self.timing_before = {k: float(v) for k, v in saved.timing.items()}
+        self.state = saved
+        log.info("resumed mixture at step %d: %d samples consumed, %d decisions, %s",
+                 saved.global_step, saved.consumed, len(saved.decisions), how)
+
+    def _replay_policy(self, decisions: list[Decision]) -> None:
+        """Rebuild a deterministic policy's online state by feeding it its recorded decisions."""
+        for i, dec in enumerate(decisions):
             obs = {k: np.asarray(v, dtype=np.float32) for k, v in dec.observation.items()}
             with thread_scope(1):
                 if dec.train_loss is not None:
@@ -240,15 +273,17 @@ class MixtureController:
                             "online state may differ from the original run's (the recorded "
                             "schedule is kept)", i, dec.step,
                             np.round(w, 4).tolist(), np.round(dec.weights, 4).tolist())
-        if saved.policy != self.state.policy:
-            log.info("resuming with policy %s: the checkpoint was written under %s, the same policy "
-                     "(identical parameters and weights)", self.state.policy, saved.policy)
-        saved.policy = self.state.policy
-        # a state written before these were recorded: record them from now on
-        saved.policy_id = self.state.policy_id
-        saved.reweight_every = self.state.reweight_every
-        saved.batch = self.state.batch
-        self.timing_before = {k: float(v) for k, v in saved.timing.items()}
-        self.state = saved
-        log.info("resumed mixture at step %d: %d samples consumed, %d decisions replayed",
-                 saved.global_step, saved.consumed, len(saved.decisions))
+
+    def _check_observation(self, decisions: list[Decision]) -> None:
+        """Warn if the rebuilt step state does not give the last recorded observation: the run
+        was resumed with other ``reward`` / ``observation`` settings, so later observations are
+        not those the original run would have seen."""
+        assert self.transition is not None
+        if not decisions:
+            return
+        obs = self.transition.observation()
+        rec = decisions[-1].observation
+        if any(not np.array_equal(obs[k], np.asarray(rec[k], dtype=np.float32)) for k in obs):
+            log.warning("resume: the observation rebuilt from the checkpoint's decisions differs from "
+                        "the recorded one (were the reward or observation settings changed?); the "
+                        "run continues with this run's settings")

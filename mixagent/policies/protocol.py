@@ -25,88 +25,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
 import numpy as np
 from pydantic import ValidationError
 
 from mixagent.config import StrictModel, format_validation_error
+from mixagent.data.space import DomainSpace
 from mixagent.errors import ConfigError
+from mixagent.policies.format import CONFIG_NAME, POLICY_FORMAT, read_config, read_tensors, save_policy_dir
 
 log = logging.getLogger(__name__)
-
-POLICY_FORMAT = "mixagent.policy/1"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-Role = Literal["source", "target"]
-
-
-@dataclass(frozen=True)
-class DomainSpace:
-    """The domains a policy assigns weights to, in action order, with what a policy may know.
-
-    ``roles`` says which field each domain serves in this CPT scenario (``source``: retain,
-    ``target``: learn); ``train_tokens`` lets static baselines weight by data size.
-    """
-
-    names: tuple[str, ...]
-    fields: tuple[str, ...]
-    roles: tuple[Role, ...]
-    train_tokens: tuple[int, ...]
-    name: str = ""  # e.g. the env spec's name, recorded in policy provenance
-
-    def __post_init__(self) -> None:
-        k = len(self.names)
-        if k == 0:
-            raise ConfigError("a domain space needs at least one domain")
-        for attr in ("fields", "roles", "train_tokens"):
-            if len(getattr(self, attr)) != k:
-                raise ConfigError(f"domain space: {attr} has {len(getattr(self, attr))} entries, "
-                                  f"expected {k} (one per domain)")
-        bad = [r for r in self.roles if r not in ("source", "target")]
-        if bad:
-            raise ConfigError(f"domain space: roles must be 'source' or 'target', got {bad}")
-
-    @property
-    def num_domains(self) -> int:
-        return len(self.names)
-
-    @property
-    def is_target(self) -> np.ndarray:
-        return np.array([r == "target" for r in self.roles], dtype=bool)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "names": list(self.names), "fields": list(self.fields),
-                "roles": list(self.roles), "train_tokens": [int(t) for t in self.train_tokens]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DomainSpace:
-        return cls(tuple(d["names"]), tuple(d["fields"]), tuple(d["roles"]),
-                   tuple(int(t) for t in d["train_tokens"]), str(d.get("name", "")))
-
-    @classmethod
-    def from_env(cls, env: Any) -> DomainSpace:
-        """The space of a :class:`~mixagent.envs.proxy_env.ProxyCPTEnv` (or a wrapper of one)."""
-        env = getattr(env, "unwrapped", env)
-        resolved = env.resolved
-        data = resolved.data
-        names = tuple(resolved.domains)
-        return cls(names, tuple(resolved.field_of(d) for d in names),
-                   tuple("target" if t else "source" for t in resolved.is_target),
-                   tuple(int(data.domain(d).train_tokens) for d in names),
-                   resolved.spec.name)
-
-    @classmethod
-    def synthetic(cls, num_domains: int, num_target: int | None = None, seed: int = 0) -> DomainSpace:
-        """A made-up space (tests, benchmarks): the first ``num_target`` domains are targets."""
-        nt = max(1, num_domains // 2) if num_target is None else num_target
-        rng = np.random.default_rng(seed)
-        roles = tuple("target" if i < nt else "source" for i in range(num_domains))
-        return cls(tuple(f"{'math' if r == 'target' else 'prose'}/d{i}" for i, r in enumerate(roles)),
-                   tuple("math" if r == "target" else "prose" for r in roles), roles,
-                   tuple(int(x) for x in rng.integers(1_000, 100_000, num_domains)),
-                   f"synthetic-{num_domains}")
 
 
 def check_weights(w: np.ndarray, k: int, who: str) -> np.ndarray:
@@ -165,6 +95,24 @@ class MixingPolicy(ABC):
         """Training signal of the step just taken (mean loss; per-domain losses if the trainer has
         them). Ignored by policies that only read observations."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """The run state that ``act`` and ``feedback`` have built since ``reset``, as plain JSON
+        values (numbers, lists, strings, dicts), exact to the bit.
+
+        A resumed CPT run stores it in its checkpoint and loads it instead of replaying the run's
+        decisions, so resuming is exact even for a policy that is not a deterministic function of
+        its inputs. The domain space and seed are not part of it: they come with ``reset``.
+        A policy without run state (static mixtures) returns ``{}``.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output; call after ``reset(space, seed)`` with the
+        space and seed of the run that produced it."""
+        if state:
+            raise ConfigError(f"{type(self).__name__} keeps no run state but was given one "
+                              f"(keys {sorted(state)}); it was saved by another policy")
+
     # -- to implement ----------------------------------------------------------------------------
     def _reset(self) -> None:  # noqa: B027 - optional hook
         """Rebuild run state after ``self.space`` / ``self.seed`` are set."""
@@ -184,9 +132,7 @@ class MixingPolicy(ABC):
 
     def save(self, path: str | Path, card: str | None = None) -> Path:
         """Write the policy directory (atomically); returns its path."""
-        from mixagent.policies.format import save_policy_dir
-
-        return save_policy_dir(self, Path(path), card)
+        return save_policy_dir(Path(path), self.config(), self.tensors(), card)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], tensors: Mapping[str, Any]) -> MixingPolicy:
@@ -225,7 +171,7 @@ def _validate(cls: type[P], data: Mapping[str, Any], where: str) -> P:
 # -- registry ------------------------------------------------------------------------------------
 _KINDS: dict[str, type[MixingPolicy]] = {}
 #: modules that register kinds when imported (kept lazy: the agent imports torch)
-_MODULES = ("mixagent.policies.static", "mixagent.policies.online", "mixagent.policies.regmix",
+_MODULES = ("mixagent.policies.static", "mixagent.policies.heuristics", "mixagent.policies.regmix",
             "mixagent.policies.agent")
 T = TypeVar("T", bound=type[MixingPolicy])
 
@@ -257,9 +203,11 @@ def policy_class(kind: str) -> type[MixingPolicy]:
 
 def load_policy(path: str | Path) -> MixingPolicy:
     """Load a policy directory written by :meth:`MixingPolicy.save` (safetensors, never pickle)."""
-    from mixagent.policies.format import load_policy_dir
-
-    return load_policy_dir(Path(path))
+    path = Path(path)
+    config = read_config(path)
+    cls = policy_class(str(config["kind"]))
+    needs = "architecture" in config or cls.tensors is not MixingPolicy.tensors
+    return cls.from_config(config, read_tensors(path, config, required=needs))
 
 
 #: baselines resolvable as ``baseline:NAME`` (learned agents are loaded with ``policy:DIR``)
@@ -437,20 +385,3 @@ def run_episode(policy: MixingPolicy, env: Any, seed: int, *,
             on_step(rec)
         done = terminated or truncated
     return result
-
-
-def evaluate_policies(policies: Sequence[MixingPolicy], env: Any, seeds: Sequence[int], *,
-                      progress: bool | None = None) -> dict[str, list[EpisodeResult]]:
-    """Every policy on every seed (same env seeds for all), sequentially in this process."""
-    from mixagent.utils.progress import Progress
-
-    out: dict[str, list[EpisodeResult]] = {}
-    with Progress(len(policies) * len(seeds), "evaluating", "episode", progress=progress,
-                  logger=log, log_every=1) as bar:
-        for p in policies:
-            key = p.describe()
-            for s in seeds:
-                res = run_episode(p, env, s)
-                out.setdefault(key, []).append(res)
-                bar.update(1, note=f"{key} seed {s}: balanced {res.final_scores['balanced']:+.5f}")
-    return out

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from mixagent.config import StrictModel
-from mixagent.policies.base import MixingPolicy, register_policy
+from mixagent.errors import ConfigError
+from mixagent.policies.protocol import MixingPolicy, register_policy
 
 
 class OnlineParams(StrictModel):
@@ -38,6 +39,8 @@ class OnlineReweighter(MixingPolicy):
 
     weights: np.ndarray
     t: int
+    #: the rule's own run-state arrays (beside ``weights``, ``t`` and fed-back losses)
+    rule_state: ClassVar[tuple[str, ...]] = ()
 
     def _reset(self) -> None:
         assert self.space is not None
@@ -67,6 +70,27 @@ class OnlineReweighter(MixingPolicy):
             self.weights = w / w.sum()
         self._train_losses = None
         return self.weights.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mixture, the decision count, pending fed-back losses and the rule's estimates."""
+        tl = self._train_losses
+        return {"weights": self.weights.tolist(), "t": self.t,
+                "train_losses": None if tl is None else tl.tolist(),
+                **{name: getattr(self, name).tolist() for name in self.rule_state}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        k = self.weights.size
+        arrays = {name: np.asarray(state[name], dtype=np.float64)
+                  for name in ("weights", *self.rule_state)}
+        bad = [name for name, a in arrays.items() if a.shape != (k,)]
+        if bad:
+            raise ConfigError(f"{self.kind} state: {bad} do not have one entry per domain ({k}); "
+                              "load it after reset() on the domain space it was saved on")
+        for name, a in arrays.items():
+            setattr(self, name, a)
+        self.t = int(state["t"])
+        tl = state.get("train_losses")
+        self._train_losses = None if tl is None else np.asarray(tl, dtype=np.float64)
 
     def start(self) -> None:
         """Reset rule-specific state (called after ``weights`` and ``t`` are initialised)."""
@@ -107,6 +131,7 @@ class DoReMi(OnlineReweighter):
 
     kind = "doremi"
     Params = DoReMiParams
+    rule_state = ("log_alpha",)
 
     def start(self) -> None:
         self.log_alpha = np.log(np.maximum(self.weights, 1e-300))
@@ -143,6 +168,7 @@ class ODM(OnlineReweighter):
 
     kind = "odm"
     Params = ODMParams
+    rule_state = ("rewards",)
 
     def start(self) -> None:
         self.rewards = np.zeros(self.weights.size)
@@ -186,6 +212,7 @@ class Velocitune(OnlineReweighter):
 
     kind = "velocitune"
     Params = VelocituneParams
+    rule_state = ("log_alpha",)
 
     def start(self) -> None:
         self.log_alpha = np.log(np.maximum(self.weights, 1e-300))
