@@ -1,4 +1,5 @@
-"""The built-in corpus (``mixagent data builtin``): layout, provenance, splits, task, reuse, determinism.
+"""The built-in corpus (``mixagent data builtin``): layout, provenance, splits, task, benchmarks,
+reuse, determinism, and the v1 env-spec hash it must keep.
 
 The ``tiny`` size is built once per session into a temporary cache (``MIXAGENT_CACHE``), so the
 whole module costs a few builds of a few seconds each.
@@ -7,12 +8,15 @@ whole module costs a few builds of a few seconds each.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata
+import json
 import random
 import re
 import shutil
 import tokenize
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixagent.data import DataDir
+from mixagent.data.benchmarks import words
 from mixagent.data.builtin import (
+    CODE_BENCHMARK,
+    PROSE_BENCHMARK,
     SIZES,
     TASK_NAME,
+    benchmarks,
     build_builtin,
     builtin_content_hash,
     default_builtin_dir,
@@ -30,10 +38,25 @@ from mixagent.data.builtin import (
     problems,
 )
 from mixagent.data.builtin.code import strip_docstrings
+from mixagent.data.builtin.families import (
+    CODE_BENCHMARK_LIBS,
+    MATH_LIBS,
+    ML_LIBS,
+    NUMERIC_LIBS,
+    PROSE_BENCHMARK_LIBS,
+    TOOLING_LIBS,
+)
+from mixagent.data.builtin.prose import docstring_pages
 from mixagent.data.builtin.sources import STDLIB, ParsedFile, SourceFile, parse_python, python_version, stdlib_root
 from mixagent.data.shards import DTYPES
 from mixagent.data.tokenizer import load_tokenizer
 from mixagent.errors import ConfigError, DataError
+from mixagent.trajectories.identity import (
+    env_spec_hash,
+    evaluated_benchmarks,
+    recorded_benchmark_hashes,
+    resolved_spec_hash,
+)
 
 FIELD_ROLES = {"prose": "source", "code": "target", "math": "target"}
 
@@ -214,6 +237,217 @@ def test_training_problems_skip_excluded_questions() -> None:
     assert easy > 0  # single-step one-digit problems exist, so a tiny model can score
 
 
+# -- the code and prose benchmarks -------------------------------------------------------------
+
+BENCHMARKS = {CODE_BENCHMARK: "code", PROSE_BENCHMARK: "prose"}
+
+# The env-spec hash of envs/micro.yaml before the built-in benchmarks existed (computed on the
+# commit before they were added: resolve_spec + resolved_spec_hash), and the content hash of the
+# tiny corpus it was computed against on that machine. It guards v1 reproducibility: shipped
+# trajectories, agents and reports are keyed by env-spec hashes, so adding benchmarks (or any
+# later change to the hash) must leave the hash of a spec that evaluates none of them unchanged.
+V1_MICRO_SPEC_HASH = "bad9a38c03bb1f7a66d34676"
+V1_TINY_CONTENT_HASH = "6611cc607effce5203cf251fb2e8e940a17db27ba2b19c864d386b5a6810d9f8"
+
+
+def _corpus_documents(dd: DataDir) -> list[str]:
+    """Every training and held-out document of every domain, decoded to text."""
+    tok = load_tokenizer(dd.tokenizer_dir)
+    texts: list[str] = []
+    for d in dd.domains:
+        for split in ("train", "eval"):
+            texts.extend(tok.decode_batch([list(doc) for doc in _documents(dd, d.name, split)]))  # type: ignore[attr-defined]
+    return texts
+
+
+def test_benchmarks_exist_with_expected_counts(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    tok: Any = load_tokenizer(dd.tokenizer_dir)
+    assert {b.name for b in dd.manifest.benchmarks} == set(BENCHMARKS)
+    for name, field in BENCHMARKS.items():
+        bench = dd.benchmark(name)
+        rows = dd.benchmark_rows(name)
+        assert bench.field == field and bench.kind == "qa" and bench.description
+        assert len(rows) == bench.count == benchmarks.ITEMS["tiny"]
+        assert bench.sha256 == hashlib.sha256((builtin_tiny / bench.file).read_bytes()).hexdigest()
+        assert bench.source["version"] == benchmarks.BENCHMARKS_VERSION
+        assert set(bench.source["packages"]) and bench.source["files_used"] >= 1
+        assert len({r["prompt"] for r in rows}) == len(rows)
+        assert len({r["package"] for r in rows}) >= 3  # spread over packages, not one module
+        answer_tokens = [len(e.ids) for e in tok.encode_batch([" " + r["answer"] for r in rows], add_special_tokens=False)]
+        assert max(answer_tokens) <= benchmarks.MAX_ANSWER_TOKENS  # fits a 32-token proxy context
+    assert [t.name for t in dd.manifest.tasks] == [TASK_NAME]  # the math task is as it was
+
+
+def test_benchmark_prompts_end_where_the_answer_starts(builtin_tiny: Path) -> None:
+    """Each prompt + the delimiter + the answer is the original text: the code field's text of
+    the function (the answer runs to the end of its line) or a docstring page (the answer is the
+    last word of its first sentence)."""
+    dd = DataDir(builtin_tiny)
+    parsed_files: dict[str, ParsedFile] = {}
+    plan = plan_builtin("tiny", 0)
+    files = {f"{f.origin}:{f.rel}": f for b in plan.benchmarks for f in b.files}
+    for name in BENCHMARKS:
+        for r in dd.benchmark_rows(name):
+            answer, prompt = r["answer"], r["prompt"]
+            assert answer and answer == answer.strip() and "\n" not in answer
+            assert prompt and not prompt[-1].isspace()
+            if r["source"] not in parsed_files:
+                parsed = parse_python(files[r["source"]])
+                assert parsed is not None
+                parsed_files[r["source"]] = parsed
+            parsed = parsed_files[r["source"]]
+            if name == CODE_BENCHMARK:
+                assert prompt.endswith("return")
+                assert f"{prompt} {answer}\n" in "".join(strip_docstrings(parsed)) + "\n"
+                ast.parse(answer, mode="eval")  # a whole expression
+            else:
+                pages = docstring_pages(parsed, parsed.source.module)
+                assert any(p.startswith(f"{prompt} {answer}") and p[len(prompt) + len(answer) + 1] in ".!?" for p in pages)
+
+
+def test_benchmark_sources_are_in_no_domain() -> None:
+    """Disjoint by construction: no file a benchmark may read is a file any domain may read, at
+    any size, and the benchmark packages are in no family."""
+    families = {*NUMERIC_LIBS, *ML_LIBS, *TOOLING_LIBS, *MATH_LIBS}
+    assert not families & {*CODE_BENCHMARK_LIBS, *PROSE_BENCHMARK_LIBS}
+    plan = plan_builtin("full", 0)  # every domain there is
+    domain_files = {f.path.resolve() for d in plan.domains for f in d.files}
+    domain_packages = {p for d in plan.domains for p in d.packages}
+    for b in plan.benchmarks:
+        assert b.files, f"{b.name}: none of {b.packages} is installed"
+        assert not {f.path.resolve() for f in b.files} & domain_files, b.name
+        assert not set(b.packages) & domain_packages, b.name
+
+
+def test_benchmarks_share_no_13_word_ngram_with_the_corpus(builtin_tiny: Path) -> None:
+    dd = DataDir(builtin_tiny)
+    families = {*NUMERIC_LIBS, *ML_LIBS, *TOOLING_LIBS, *MATH_LIBS}
+    used = {p for entry in dd.manifest.provenance["domains"].values() for p in entry.get("packages", {})}
+    n = benchmarks.NGRAM
+
+    def ngrams(text: str) -> set[tuple[str, ...]]:
+        w = words(text)
+        return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+    grams: set[tuple[str, ...]] = set()
+    for name in BENCHMARKS:
+        for r in dd.benchmark_rows(name):
+            assert r["package"] not in families | used | {STDLIB}
+            item = ngrams(f"{r['prompt']} {r['answer']}")
+            assert item, "every item is long enough to be checked"
+            grams |= item
+    for text in _corpus_documents(dd):
+        assert not ngrams(text) & grams
+
+
+def test_overlapping_candidates_are_dropped() -> None:
+    items = [
+        {"prompt": "one two three four five six seven eight nine ten eleven twelve", "answer": "thirteen"},
+        {"prompt": "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu", "answer": "nu"},
+    ]
+    corpus = ["text before One, two; three four five six seven eight nine ten eleven twelve THIRTEEN and after"]
+    assert benchmarks.overlapping_items(items, corpus) == {0}
+    assert benchmarks.overlapping_items(items, ["alpha beta gamma"]) == set()
+
+
+def test_return_and_cloze_extraction() -> None:
+    text = (
+        "def documented(x):\n"
+        '    """Docstring, which the prompt must not contain."""\n'
+        "    y = x * 2\n"
+        "    return y + 1\n\n"
+        "def commented(x):\n"
+        "    return x  # a comment ends this line\n\n"
+        "def multiline(x):\n"
+        "    return (x +\n"
+        "            1)\n\n"
+        "def boilerplate(x):\n"
+        "    print(x)\n"
+        "    return None\n\n"
+        "class C:\n"
+        "    @property\n"
+        "    def size(self):\n"
+        "        return len(self.items)\n"
+    )
+    items = {(i["prompt"], i["answer"]) for i in benchmarks.return_items(_parsed(text))}
+    assert items == {
+        ("def documented(x):\n    y = x * 2\n    return", "y + 1"),
+        ("    @property\n    def size(self):\n        return", "len(self.items)"),
+    }
+    doc = (
+        "def size(obj):\n"
+        '    """Return the number of items in the container.\n\n    More text.\n    """\n\n'
+        "def odd(obj):\n"
+        '    """Wrapped first sentence of the\n    docstring."""\n'
+    )
+    assert benchmarks.cloze_items(_parsed(doc)) == [
+        {"prompt": "snippet.size(obj)\n\nReturn the number of items in the", "answer": "container"}
+    ]
+
+
+def test_stale_benchmarks_are_rebuilt_to_the_same_shards(builtin_tiny: Path, tmp_path: Path) -> None:
+    """A corpus built before the benchmarks existed has the same content hash; it must gain them
+    (rebuilt, to byte-identical shards), not be reused without them."""
+    out = tmp_path / "corpus"
+    shutil.copytree(builtin_tiny, out)
+    raw = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for b in raw.pop("benchmarks"):
+        (out / b["file"]).unlink()
+    del raw["provenance"]["benchmarks_fingerprint"]
+    (out / "manifest.json").write_text(json.dumps(raw), encoding="utf-8")
+    build_builtin(out, size="tiny", seed=0)
+    assert _tree_bytes(out) == _tree_bytes(builtin_tiny)
+    assert DataDir(out).manifest.content_hash == DataDir(builtin_tiny).manifest.content_hash
+
+
+# -- the env-spec hash ---------------------------------------------------------------------------
+
+
+def test_v1_spec_hash_is_unchanged(builtin_tiny: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from mixagent.envs.setup import resolve_spec
+    from mixagent.envs.spec import load_env_spec
+
+    micro = Path(__file__).resolve().parents[1] / "envs" / "micro.yaml"
+    assert env_spec_hash(load_env_spec(micro), V1_TINY_CONTENT_HASH) == V1_MICRO_SPEC_HASH
+    raw = yaml.safe_load(micro.read_text(encoding="utf-8"))
+    raw["data"] = {"path": str(builtin_tiny)}  # the same hash as data.builtin (content, not location)
+    (tmp_path / "micro.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    resolved = resolve_spec(tmp_path / "micro.yaml")
+    manifest = resolved.data.manifest
+    assert recorded_benchmark_hashes(manifest).keys() == set(BENCHMARKS)  # recorded, yet not hashed:
+    assert resolved_spec_hash(resolved) == env_spec_hash(resolved.spec, manifest.content_hash)
+    if manifest.content_hash == V1_TINY_CONTENT_HASH:  # the same installed files as when recorded
+        assert resolved_spec_hash(resolved) == V1_MICRO_SPEC_HASH
+
+
+def test_spec_hash_covers_the_benchmarks_it_evaluates(builtin_tiny: Path) -> None:
+    from mixagent.envs.spec import load_env_spec
+    from mixagent.proxy.config import TaskSpec
+
+    spec = load_env_spec(Path(__file__).resolve().parents[1] / "envs" / "micro.yaml")
+    recorded = recorded_benchmark_hashes(DataDir(builtin_tiny).manifest)
+    content = DataDir(builtin_tiny).manifest.content_hash
+    plain = env_spec_hash(spec, content, recorded)
+    assert plain == env_spec_hash(spec, content)
+
+    with_math = spec.model_copy(deep=True)
+    with_math.eval.tasks = [TaskSpec(name=TASK_NAME)]
+    assert evaluated_benchmarks(with_math.model_dump(mode="json")) == {TASK_NAME}
+    assert env_spec_hash(with_math, content, recorded) == env_spec_hash(with_math, content)  # no recorded hash
+
+    with_code = spec.model_copy(deep=True)
+    with_code.reward.target_terms = {"loss": 1.0, f"{CODE_BENCHMARK}.answer_loss": 1.0}
+    assert evaluated_benchmarks(with_code.model_dump(mode="json")) == {CODE_BENCHMARK}
+    h = env_spec_hash(with_code, content, recorded)
+    assert h != env_spec_hash(with_code, content)
+    assert h != env_spec_hash(with_code, content, {**recorded, CODE_BENCHMARK: "0" * 64})
+    assert h == env_spec_hash(with_code, content, {CODE_BENCHMARK: recorded[CODE_BENCHMARK]})
+
+
+
 # -- reuse, rebuild, determinism -------------------------------------------------------------
 
 
@@ -266,6 +500,8 @@ def test_changing_the_seed_rebuilds(builtin_tiny: Path, tmp_path: Path) -> None:
     build_builtin(out, size="tiny", seed=1)
     new = DataDir(out).manifest
     assert new.content_hash != old.content_hash and new.provenance["seed"] == 1
+    for name in BENCHMARKS:  # the benchmarks are drawn from the seed too
+        assert DataDir(out).benchmark(name).sha256 != DataDir(builtin_tiny).benchmark(name).sha256
     assert _tree_bytes(out) != _tree_bytes(builtin_tiny)
     assert not list(tmp_path.glob(".corpus.*"))  # no leftover temporary or old directories
 
@@ -275,6 +511,8 @@ def test_builds_are_byte_identical(builtin_tiny: Path, tmp_path: Path) -> None:
     domains are extracted by two worker processes instead of one."""
     other = build_builtin(tmp_path / "again", size="tiny", seed=0, workers=2)
     assert _tree_bytes(other) == _tree_bytes(builtin_tiny)
+    assert {DataDir(other).benchmark(name).file for name in BENCHMARKS} <= set(_tree_bytes(other))
+    assert DataDir(other).manifest.benchmarks == DataDir(builtin_tiny).manifest.benchmarks
     assert DataDir(other).manifest.content_hash == DataDir(builtin_tiny).manifest.content_hash
 
 

@@ -182,7 +182,7 @@ def test_mismatches_are_clear_errors(synthetic_datadir: Path, model_dir: Path,
         run_cpt(_config(synthetic_datadir, other, tmp_path / "o2"))
     with pytest.raises(ConfigError, match="not in the data directory"):
         run_cpt(_config(synthetic_datadir, model_dir, tmp_path / "o3", domains=["prose/a", "nope"]))
-    with pytest.raises(ConfigError, match="unknown task"):
+    with pytest.raises(ConfigError, match="unknown benchmark"):
         run_cpt(_config(synthetic_datadir, model_dir, tmp_path / "o5",
                         eval={"tasks": [{"name": "nope"}]}))
     with pytest.raises(ConfigError, match="reward term"):

@@ -26,7 +26,8 @@ from mixagent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "envs" / "micro.yaml"
-SPECS = sorted((ROOT / "envs").glob("*.yaml"))
+# env specs (scenario families, `family:` files, are tested in tests/test_family.py)
+SPECS = sorted(p for p in (ROOT / "envs").glob("*.yaml") if not p.name.startswith("family-"))
 GROUPS = {"prose/all": ["prose/a", "prose/b"]}
 
 
@@ -193,6 +194,7 @@ def small_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in sorted(names):
         w.add_documents(name, name.split("/")[0], docs(40))
     w.add_task("math_exact_match", "math", [{"prompt": "Problem: 1+1\nAnswer:", "answer": "2"}])
+    w.add_task("prose_cloze", "prose", [{"prompt": "len(obj)\n\nReturn the number of", "answer": "items"}])
     w.finish("small-like", "small-like-v1", {})
     return root
 
@@ -216,6 +218,7 @@ def test_shipped_specs_resolve_without_training(small_like: Path, tmp_path: Path
     base = keys["prose-to-math"]
     assert keys["prose-to-math-coarse"] == keys["prose-to-math-fine"] == keys["prose-to-math-wsd"] == base
     assert keys["prose-to-math-large"] != base
+    assert keys["prose-to-math-v2"] == base  # benchmark scoring changes the measure, not the base
     assert sizes["prose-to-math-coarse"] == 6  # 3 prose groups, 2 math groups + math/mpmath
     assert sizes["prose-to-math-fine"] == 2 * sizes["prose-to-math"]
 

@@ -14,7 +14,13 @@ import yaml
 from mixagent.config import validate_config
 from mixagent.envs.actions import action_from_weights, weights_from_action
 from mixagent.envs.errors import InvalidActionError, ResetNeededError
-from mixagent.envs.observation import DOMAIN_FEATURES, GLOBAL_FEATURES, feature_bounds
+from mixagent.envs.observation import (
+    ALIGNMENT_FEATURES,
+    BENCHMARK_FEATURES,
+    DOMAIN_FEATURES,
+    GLOBAL_FEATURES,
+    feature_bounds,
+)
 from mixagent.envs.spec import EnvSpec, load_env_spec
 from mixagent.errors import ConfigError
 
@@ -178,7 +184,8 @@ def test_observation_layout_matches_documentation(env):
     assert space["domains"].shape == (env.num_domains, len(DOMAIN_FEATURES))
     assert space["global"].shape == (len(GLOBAL_FEATURES),)
     # the documented tables list the features in this order, in the module and in docs/ENV.md
-    documented = [*DOMAIN_FEATURES, *GLOBAL_FEATURES]
+    # (the v1 layout, then the optional groups' features: tests/test_alignment.py)
+    documented = [*DOMAIN_FEATURES, *GLOBAL_FEATURES, *ALIGNMENT_FEATURES, *BENCHMARK_FEATURES]
     assert re.findall(r"^``(\w+)``\s{2,}", observation.__doc__, re.M) == documented
     md = (ROOT / "docs" / "ENV.md").read_text()
     section = md[md.index("## Observation") : md.index("## Reward")]

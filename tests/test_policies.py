@@ -55,7 +55,15 @@ FACTORIES: dict[str, Callable[[], MixingPolicy]] = {
     "regmix": _regmix,
     "agent_pool": lambda: _agent("pool", deterministic=True),
     "agent_attention_sampling": lambda: _agent("attention", deterministic=False),
+    # headroom's dynamic schedules (registered by the evaluation layer, which uses them)
+    "schedule": lambda: _schedule(),
 }
+
+
+def _schedule() -> MixingPolicy:
+    from mixagent.evaluation.schedules import SourceSchedule
+
+    return SourceSchedule(shape="ramp", start=0.8, end=0.3, num_steps=4)
 
 
 def _agent(mixer: str, deterministic: bool) -> MixingAgent:
@@ -142,7 +150,7 @@ def test_one_instance_acts_on_k_and_k_prime(make):
 
 
 #: kinds whose actions depend on what they saw since reset (the rest must return {})
-STATEFUL = {"doremi", "odm", "velocitune", "agent_pool", "agent_attention_sampling"}
+STATEFUL = {"doremi", "odm", "velocitune", "agent_pool", "agent_attention_sampling", "schedule"}
 
 
 def test_state_dict_continues_a_run_exactly(make, request):

@@ -26,9 +26,10 @@ from mixagent.proxy.evaluation import EvalResult
 pytestmark = pytest.mark.usefixtures("micro_cache_env")
 
 
-@pytest.fixture(scope="module")
-def env(micro_spec: Path, micro_cache: Path):
-    """The micro env with a scored task, so task terms enter the scores too."""
+@pytest.fixture(scope="module", params=["v1", "groups"])
+def env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
+    """The micro env with a scored task, so task terms enter the scores too; with the v1
+    observation and with the optional groups (alignment, benchmark scores) on."""
     from mixagent.data.builtin import TASK_NAME
     from mixagent.envs.proxy_env import ProxyCPTEnv
 
@@ -37,13 +38,23 @@ def env(micro_spec: Path, micro_cache: Path):
     d["reward"]["target_terms"] = {"loss": 1.0, f"{TASK_NAME}.answer_loss": 0.5,
                                    f"{TASK_NAME}.exact_match": 0.25}
     d["reward"]["scale"] = 7.0
-    spec = micro_spec.with_name("micro-transition.yaml")
+    if request.param == "groups":
+        d["observation"] = {"features": ["alignment", "benchmark_scores"]}
+    spec = micro_spec.with_name(f"micro-transition-{request.param}.yaml")
     spec.write_text(yaml.safe_dump(d), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MIXAGENT_CACHE", str(micro_cache))
         e = ProxyCPTEnv(spec, progress=False)
     yield e
     e.close()
+
+
+def scripted_alignment(env: Any, n: int) -> list[np.ndarray | None]:
+    """The base's alignment, then ``n`` scripted ones (None when the env does not observe it)."""
+    if not env.layout.alignment:
+        return [None] * (n + 1)
+    rng = np.random.default_rng(5)
+    return [env.engine.base_alignment, *(rng.uniform(-1, 1, (env.num_domains, 2)) for _ in range(n))]
 
 
 def scripted(env: Any, n: int) -> list[EvalResult]:
@@ -87,21 +98,25 @@ def scripted_policy(weights: list[np.ndarray]) -> Any:
     return Replay()
 
 
-def env_path(env: Any, evals: list[EvalResult], acts: list[np.ndarray]) -> list[dict[str, Any]]:
+def env_path(env: Any, evals: list[EvalResult], acts: list[np.ndarray],
+             aligns: list[np.ndarray | None]) -> list[dict[str, Any]]:
     """Observation, reward and scores of the reset and of every step, evaluations scripted."""
     obs, info = env.reset(seed=0)
     out = [{"obs": obs, "scores": info["scores"], "weights": info["weights"]}]
     queue = list(evals)
+    align = list(aligns[1:])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(env.engine, "evaluate", lambda: queue.pop(0).copy())
+        mp.setattr(env.engine, "evaluate_alignment", lambda: align.pop(0))
         for a in acts:
             obs, r, _, _, info = env.step(a)
             out.append({"obs": obs, "reward": r, "scores": info["scores"], "weights": info["weights"]})
     return out
 
 
-def cpt_path(env: Any, evals: list[EvalResult], weights: list[np.ndarray]) -> list[dict[str, Any]]:
-    """The same evaluations through a production CPT run's decisions (the model is never read)."""
+def controller_of(env: Any, evals: list[EvalResult], weights: list[np.ndarray],
+                  aligns: list[np.ndarray | None]) -> Any:
+    """A production CPT run's controller whose evaluations and alignments are scripted."""
     from mixagent.cpt.controller import DecisionPlan, MixtureController
     from mixagent.data.sampler import MixtureSampler
     from mixagent.policies.protocol import DomainSpace
@@ -109,6 +124,7 @@ def cpt_path(env: Any, evals: list[EvalResult], weights: list[np.ndarray]) -> li
     eng = env.engine
     queue = [eng.base_eval.copy(), *(e.copy() for e in evals)]
     task_keys = [(t, m) for t, ms in eng.base_eval.tasks.items() for m in ms]
+    align = list(aligns)
     controller = MixtureController(
         sampler=MixtureSampler(eng.data, eng.cpt.seq_len, seed=0, domains=eng.domains),
         policy=scripted_policy(weights), space=DomainSpace.from_env(env),
@@ -116,7 +132,14 @@ def cpt_path(env: Any, evals: list[EvalResult], weights: list[np.ndarray]) -> li
                           lead_steps=0),
         reward=env.env_spec.reward, observation=env.env_spec.observation,
         evaluator_factory=lambda: lambda model: queue.pop(0), task_keys=task_keys, policy_seed=0,
-        policy_name="test-replay")
+        policy_name="test-replay", aligner_factory=lambda evaluator: lambda model: align.pop(0))
+    return controller
+
+
+def cpt_path(env: Any, evals: list[EvalResult], weights: list[np.ndarray],
+             aligns: list[np.ndarray | None]) -> list[dict[str, Any]]:
+    """The same evaluations through a production CPT run's decisions (the model is never read)."""
+    controller = controller_of(env, evals, weights, aligns)
     out = []
     for step in range(len(evals) + 1):
         dec = controller.decide(step, torch.nn.Identity(), torch.device("cpu"), None)
@@ -126,8 +149,8 @@ def cpt_path(env: Any, evals: list[EvalResult], weights: list[np.ndarray]) -> li
     return out
 
 
-def batched_path(env: Any, evals: list[EvalResult], acts: list[np.ndarray], k: int = 3
-                 ) -> list[dict[str, Any]]:
+def batched_path(env: Any, evals: list[EvalResult], acts: list[np.ndarray],
+                 aligns: list[np.ndarray | None], k: int = 3) -> list[dict[str, Any]]:
     """The same evaluations through the folded K-branch path: branch 0 of each step is the
     episode's action and continues (the other branches get the same evaluation, so they must
     score the same)."""
@@ -137,12 +160,14 @@ def batched_path(env: Any, evals: list[EvalResult], acts: list[np.ndarray], k: i
     obs, info = env.reset(seed=0)
     out = [{"obs": obs, "scores": info["scores"], "weights": info["weights"]}]
     queue = list(evals)
+    align = list(aligns[1:])
     rng = np.random.default_rng(11)
     br = Brancher(env, BranchConfig(k=k, batched="auto"))
     br._verified = True  # the check against env.step is about training; evaluations are scripted
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(replicas.ReplicaTrainer, "evaluate",
                    lambda self: [e.copy() for e in [queue.pop(0)] * self.k])
+        mp.setattr(replicas.ReplicaTrainer, "alignment", lambda self: [align.pop(0)] * self.k)
         for a in acts:
             others = [rng.uniform(-1, 1, a.size).astype(np.float32) for _ in range(k - 1)]
             trs, chosen = br.step([a, *others], 0)
@@ -169,12 +194,12 @@ def _same(a: list[dict[str, Any]], b: list[dict[str, Any]], *, rewards: bool) ->
 
 def test_env_cpt_and_batched_branching_give_identical_steps(env):
     n = env.num_steps
-    evals, acts = scripted(env, n), actions(env, n)
-    by_env = env_path(env, evals, acts)
+    evals, acts, aligns = scripted(env, n), actions(env, n), scripted_alignment(env, n)
+    by_env = env_path(env, evals, acts, aligns)
     applied = [step["weights"] for step in by_env[1:]]
     # a CPT run asks for weights at its last evaluation too; they are never observed
-    by_cpt = cpt_path(env, evals, [*applied, np.full(env.num_domains, 1 / env.num_domains)])
-    by_batch = batched_path(env, evals, acts)
+    by_cpt = cpt_path(env, evals, [*applied, np.full(env.num_domains, 1 / env.num_domains)], aligns)
+    by_batch = batched_path(env, evals, acts, aligns)
     _same(by_env, by_batch, rewards=True)
     _same(by_env, by_cpt, rewards=False)
     # the scores are the transition's, and the reward is the scaled change of the balanced score
@@ -185,6 +210,33 @@ def test_env_cpt_and_batched_branching_give_identical_steps(env):
         assert cur["reward"] == env.env_spec.reward.scale * (cur["scores"]["balanced"]
                                                              - prev["scores"]["balanced"])
     assert by_env[-1]["obs"]["global"][0] == 1.0  # progress reached the end in every path
+    width = by_env[0]["obs"]["domains"].shape[1]
+    assert width == len(env.layout.domains) == (7 if env.layout.alignment else 5)
+    if env.layout.alignment:  # the scripted alignment is what every path observed
+        for step, al in zip(by_env, aligns, strict=True):
+            assert np.array_equal(step["obs"]["domains"][:, 5:], al.astype(np.float32))
+
+
+def test_a_resumed_cpt_run_rebuilds_the_last_observation(env, caplog):
+    """Resuming rebuilds the step state from the checkpoint's decisions — with the alignment
+    group, from the alignment its recorded observations hold — and observes what was recorded."""
+    import copy
+
+    n = env.num_steps
+    evals, aligns = scripted(env, n), scripted_alignment(env, n)
+    weights = [np.full(env.num_domains, 1 / env.num_domains)] * (n + 1)
+    first = controller_of(env, evals, weights, aligns)
+    for step in range(n + 1):
+        first.decide(step, torch.nn.Identity(), torch.device("cpu"), None)
+    saved = copy.deepcopy(first.capture(n))
+    resumed = controller_of(env, [], weights, [])
+    with caplog.at_level("WARNING"):
+        resumed.restore(saved, "checkpoint")
+    assert "differs" not in caplog.text
+    obs = resumed.transition.observation()
+    rec = saved.decisions[-1].observation
+    for key in ("domains", "global"):
+        assert obs[key].tobytes() == np.asarray(rec[key], dtype=np.float32).tobytes()
 
 
 def test_transition_is_pure_and_snapshots_restore_exactly():

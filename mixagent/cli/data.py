@@ -89,11 +89,55 @@ def print_summary(data_dir: Path) -> None:
     console.print(f"tokenizer: {m.tokenizer.kind}, vocab {m.tokenizer.vocab_size}, hash {m.tokenizer.hash[:12]}  |  dtype {m.dtype}  |  content hash {m.content_hash[:12]}")
     for t in m.tasks:
         console.print(f"task {t.name!r} ({t.kind}, field {t.field}): {t.count} examples")
+    for b in m.benchmarks:
+        console.print(f"benchmark {b.name!r} ({b.kind}, field {b.field}): {b.count} items"
+                      f"{overlap_note(b)}", markup=False, highlight=False)
     clusters = cluster_terms(m)
     if clusters:
         console.print("clusters (top terms; name them with 'names' in the cluster config):")
         for name, words in clusters.items():
             console.print(f"  {name}: {', '.join(words) or '(no distinctive terms)'}", markup=False, highlight=False)
+
+
+def overlap_note(bench: Any) -> str:
+    """The decontamination status of a benchmark, as one clause for the summary."""
+    o = bench.overlap
+    if o is None:
+        return ""
+    if not o.documents:
+        return f"; no corpus document shares a {o.ngram}-word n-gram with it"
+    if o.removed:
+        return f"; {o.documents} overlapping documents were dropped from the build"
+    return (f"; {o.documents} overlapping documents are STILL in training "
+            "(rebuild with it in the config's 'benchmarks:' to drop them)")
+
+
+_ADD_HELP = (
+    "Add benchmarks to an existing data directory without rebuilding its shards."
+    "\n\nCONFIG is a YAML file with a 'benchmarks:' list, each as in a build config: name, field, "
+    "path (jsonl/json/parquet/csv, relative to CONFIG), kind (qa: prompt_column, answer_column; "
+    "text: text_column) and optional max_examples, description; optionally 'decontamination: "
+    "{ngram: 13, min_item_words: 8}'. The directory's documents are checked for long n-gram "
+    "overlap with the items; the count is recorded in the manifest and reported, since dropping "
+    "them needs a rebuild (add the benchmarks to the build config and run 'mixagent data build')."
+    "\n\nExample: mixagent data add-benchmark data/my-corpus benchmarks.yaml --strict"
+)
+
+
+@app.command("add-benchmark", help=_ADD_HELP)
+def add_benchmark(
+    data_dir: Path = typer.Argument(..., help="A data directory made by 'mixagent data build'."),
+    config: Path = typer.Argument(..., help="YAML with a 'benchmarks:' list (see docs/DATA.md)."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse (add nothing) if any document "
+                                "of the directory overlaps a new benchmark."),
+) -> None:
+    """Add benchmarks to a built data directory, then print its summary."""
+    from mixagent.data.build import add_benchmarks
+
+    for info in add_benchmarks(data_dir, config, strict=strict):
+        typer.echo(f"added benchmark {info.name!r} ({info.kind}, field {info.field}): "
+                   f"{info.count} items{overlap_note(info)}")
+    print_summary(data_dir)
 
 
 @app.command("builtin")

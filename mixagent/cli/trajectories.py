@@ -15,6 +15,9 @@ _COLLECT_HELP = (
     "as one Parquet shard (atomically) under OUT/shards/, with a dataset card (card.json, "
     "README.md). Episode i's seeds derive from (--seed, i) only, so --resume after a crash or kill "
     "collects exactly the missing episodes and reproduces an uninterrupted run row for row.\n\n"
+    "ENV_SPEC may also be a scenario family (a YAML with a top-level 'family:' key, e.g. "
+    "envs/family-v1.yaml): each episode then runs the scenario sampled from (--seed, episode), "
+    "recorded in the rows' 'scenario' column and in the card; all its scenarios share one base.\n\n"
     "Explorers: random_walk[:concentration=50,jump=0.1,min_alpha=0.05,start=uniform] (Dirichlet "
     "random walk on the simplex, as in the Data Mixing Agent paper), uniform[:alpha=1], "
     "baseline:NAME[?key=value&...], policy:DIR. Repeat --explorer to mix them per episode, with "
@@ -25,7 +28,8 @@ _COLLECT_HELP = (
 
 
 def collect(
-    env_spec: Path = typer.Argument(..., help="The env spec (YAML), e.g. envs/micro.yaml."),
+    env_spec: Path = typer.Argument(..., help="The env spec (YAML), e.g. envs/micro.yaml, or a "
+                                    "scenario family, e.g. envs/family-v1.yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Collection folder, e.g. trajectories/NAME."),
     episodes: int = typer.Option(..., "--episodes", "-n", min=1,
                                  help="Collect episodes 0..N-1 (with --resume: the missing ones)."),
@@ -67,6 +71,9 @@ def collect(
                                      help="Tries per episode when its worker dies."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress",
                                          help="Progress bar (default: on a terminal)."),
+    env_cache: int = typer.Option(4, "--env-cache", min=1,
+                                  help="Scenario family: environments each worker keeps, so "
+                                  "episodes of a scenario it has seen reuse its environment."),
 ) -> None:
     """Collect trajectories (see the command help)."""
     from rich.console import Console
@@ -84,6 +91,7 @@ def collect(
         "seed": seed, "resume": resume, "cpus_per_worker": cpus_per_worker,
         "gpus_per_worker": gpus_per_worker, "threads_per_worker": threads_per_worker,
         "address": address, "max_attempts": max_attempts, "progress": progress,
+        "env_cache": env_cache,
     }, "mixagent collect")
     r = run_collect(cfg, explorer_factory=make_explorer)  # policy:/baseline: explorers too
     console = Console()
@@ -120,12 +128,17 @@ def info(
     console = Console()
     ident = coll["identity"]
     t = Table(title=f"trajectories {folder}", show_header=False)
-    t.add_row("env spec", f"{coll.get('env_spec_name', '')} (hash {coll['env_spec_hash']})")
+    what = "scenario family" if coll.get("scenario_family") else "env spec"
+    t.add_row(what, f"{coll.get('env_spec_name', '')} (hash {coll['env_spec_hash']})")
+    if coll.get("scenario_family"):
+        t.add_row("scenarios", f"{len(card.get('scenarios', {}))} collected (one per episode; "
+                  "see the 'scenario' column and card.json)")
     t.add_row("collection", f"id {coll['collection_id']}, config hash {coll['config_hash']}, "
               f"seed {ident['seed']}")
     t.add_row("explorers", ", ".join(ident["explorers"]))
     t.add_row("branching", ", ".join(f"{k}={v}" for k, v in ident["branch"].items()))
-    t.add_row("domains", ", ".join(ts.domain_names or coll.get("domain_names", [])))
+    if not coll.get("scenario_family"):  # a family's domains differ by scenario
+        t.add_row("domains", ", ".join(ts.domain_names or coll.get("domain_names", [])))
     cont = ts.continuations()
     t.add_row("episodes", str(ts.num_episodes))
     t.add_row("transitions", f"{len(ts)} ({len(cont)} on continued paths, "

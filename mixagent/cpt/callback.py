@@ -19,15 +19,23 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mixagent.cpt.controller import MixtureController
 from mixagent.cpt.state import Decision, save_state
+from mixagent.envs.observation import ALIGNMENT_FEATURES, V1_LAYOUT, FeatureLayout
 
 log = logging.getLogger(__name__)
 
 
-def mixture_logs(dec: Decision, domains: list[str]) -> dict[str, float]:
-    """The Trainer-log entries of one decision: ``mixture/weight/<domain>`` and field scores."""
+def mixture_logs(dec: Decision, domains: list[str],
+                 layout: FeatureLayout = V1_LAYOUT) -> dict[str, float]:
+    """The Trainer-log entries of one decision: ``mixture/weight/<domain>``, field scores, losses
+    and, when observed, ``mixture/align_source|align_target/<domain>`` (what the policy saw)."""
     out = {f"mixture/weight/{d}": w for d, w in zip(domains, dec.weights, strict=True)}
     out.update({f"mixture/score/{k}": v for k, v in dec.scores.items()})
     out.update({f"mixture/loss/{d}": v for d, v in zip(domains, dec.losses, strict=True)})
+    if layout.alignment:
+        for name in ALIGNMENT_FEATURES:
+            j = layout.domains.index(name)
+            out.update({f"mixture/{name}/{d}": float(row[j])
+                        for d, row in zip(domains, dec.observation["domains"], strict=True)})
     out["mixture/start_sample"] = float(dec.start_sample)
     return out
 
@@ -57,7 +65,8 @@ class MixingCallback(TrainerCallback):
                                      None if step == 0 else self._train_loss(state, step))
         self._last_step = step
         if self.trainer is not None:
-            self.trainer.log(mixture_logs(dec, self.controller.state.domains))
+            self.trainer.log(mixture_logs(dec, self.controller.state.domains,
+                                          self.controller.layout))
         if state.is_world_process_zero:
             log.info("step %d: weights %s from sample %d (balanced score %.4f)", step,
                      [round(w, 3) for w in dec.weights], dec.start_sample, dec.scores["balanced"])

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mixagent.data.manifest import DataDir
+from mixagent.data.manifest import BENCHMARK_METRICS, DataDir
 from mixagent.data.space import DomainSpace
 from mixagent.data.tokenizer import tokenizer_hash
 from mixagent.errors import ConfigError
@@ -104,17 +104,21 @@ def policy_mismatch(policy: MixingPolicy, space: DomainSpace) -> list[str]:
 
 
 def check_eval(data: DataDir, tasks: Sequence[str], terms: Sequence[str]) -> None:
-    """Task sets to score must exist, and reward terms may only use scored tasks (checked
-    before training: a failure inside the first decision would stop rank 0 mid-run)."""
-    known = {t.name for t in data.manifest.tasks}
+    """Benchmarks to score must exist, and reward terms may only use scored benchmarks with a
+    metric of their kind (checked before training: a failure inside the first decision would
+    stop rank 0 mid-run)."""
+    known = {b.name: b for b in data.benchmarks}
     for name in tasks:
         if name not in known:
-            raise ConfigError(f"unknown task {name!r}; the data directory has "
-                              f"{', '.join(sorted(known)) or 'no tasks'}")
+            raise ConfigError(f"unknown benchmark {name!r}; the data directory has "
+                              f"{', '.join(sorted(known)) or 'no benchmarks'}")
     for term in terms:
         if term == "loss":
             continue
         task, _, metric = term.rpartition(".")
-        if task not in tasks or metric not in ("exact_match", "answer_loss"):
-            raise ConfigError(f"reward term {term!r}: use 'loss' or '<task>.exact_match|answer_loss' "
-                              f"with a task that is scored (--task); scored: {', '.join(tasks) or 'none'}")
+        metrics = BENCHMARK_METRICS[known[task].kind] if task in known else ()
+        if task not in tasks or metric not in metrics:
+            allowed = ", ".join(f"{k}: {'|'.join(m)}" for k, m in BENCHMARK_METRICS.items())
+            raise ConfigError(f"reward term {term!r}: use 'loss' or '<benchmark>.<metric>' with a "
+                              f"benchmark that is scored (--task) and a metric of its kind ({allowed}); "
+                              f"scored: {', '.join(tasks) or 'none'}")

@@ -8,9 +8,14 @@ interval between decisions is one step that applied the last decision's weights,
 decisions made / decisions in the run — so a policy trained on the proxy environment sees the
 same numbers here.
 
-In a multi-process run only rank 0 evaluates and asks the policy; the weights, losses and task
-metrics go to every rank in one tensor broadcast (no pickling), and every rank then derives the
-same observation, scores and schedule from them.
+With the ``alignment`` observation features, rank 0 also measures the per-domain gradient
+alignment on the Trainer's model with the engine's own :class:`~mixagent.proxy.alignment.Aligner`
+(built from the run's data, domains and evaluator), so the numbers mean what they mean in the
+environment.
+
+In a multi-process run only rank 0 evaluates and asks the policy; the weights, losses, task
+metrics (and alignment) go to every rank in one tensor broadcast (no pickling), and every rank
+then derives the same observation, scores and schedule from them.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from mixagent.cpt.dataset import replay, schedule_of
 from mixagent.cpt.state import Decision, MixtureState
 from mixagent.data.sampler import MixtureSampler
 from mixagent.data.space import DomainSpace
+from mixagent.envs.observation import ALIGNMENT_FEATURES, DOMAIN_FEATURES, feature_layout
 from mixagent.envs.scoring import Scores
 from mixagent.envs.spec import ObservationSpec, RewardSpec
-from mixagent.envs.transition import MixingTransition, StepState
+from mixagent.envs.transition import MixingTransition, StepState, alignment_objectives
 from mixagent.policies.protocol import MixingPolicy
+from mixagent.proxy.alignment import Aligner
 from mixagent.proxy.evaluation import Evaluator
 from mixagent.proxy.runtime import thread_scope
 
@@ -75,7 +82,9 @@ class MixtureController:
                  evaluator_factory: Any, task_keys: list[tuple[str, str]], policy_seed: int,
                  policy_name: str, policy_id: str | None = None,
                  batch: dict[str, int] | None = None,
-                 process_timing: Callable[[], dict[str, float]] | None = None):
+                 process_timing: Callable[[], dict[str, float]] | None = None,
+                 aligner_factory: Callable[[Any], Callable[[torch.nn.Module], np.ndarray]]
+                 | None = None):
         self.sampler = sampler
         self.policy = policy
         self.space = space
@@ -84,6 +93,11 @@ class MixtureController:
         self.obs_spec = observation
         self._evaluator_factory = evaluator_factory
         self._evaluator: Evaluator | None = None
+        self.layout = feature_layout(observation.features)
+        #: evaluator -> alignment function (the default builds an Aligner on the sampler's data;
+        #: tests script it)
+        self._aligner_factory = aligner_factory or self._default_aligner
+        self._aligner: Callable[[torch.nn.Module], np.ndarray] | None = None
         self.task_keys = task_keys  # (task, metric) pairs, in broadcast order
         self.policy_seed = policy_seed
         self.is_target = space.is_target
@@ -107,6 +121,20 @@ class MixtureController:
             self._evaluator = self._evaluator_factory()
         return self._evaluator
 
+    def _default_aligner(self, evaluator: Evaluator) -> Aligner:
+        a = self.obs_spec.alignment
+        return Aligner(self.sampler.data, list(self.space.names), evaluator,
+                       alignment_objectives(self.reward, np.asarray(self.is_target)), a.sequences,
+                       a.params, self.sampler.seq_len, evaluator.batch_size)
+
+    def alignment(self, model: torch.nn.Module) -> np.ndarray | None:
+        """The alignment features of ``model`` (``[K, 2]``), or None when not observed."""
+        if not self.layout.alignment:
+            return None
+        if self._aligner is None:
+            self._aligner = self._aligner_factory(self.evaluator())
+        return np.asarray(self._aligner(model), dtype=np.float64)
+
     def decide(self, step: int, model: torch.nn.Module, device: torch.device,
                train_loss: float | None) -> Decision:
         """Evaluate (rank 0), ask the policy (rank 0), share, and schedule on every rank."""
@@ -114,16 +142,20 @@ class MixtureController:
         k = self.space.num_domains
         first = self.state.base_losses is None
         t_eval = 0.0
-        packed = torch.zeros(2 * k + len(self.task_keys), dtype=torch.float64)
+        n_tasks = len(self.task_keys)
+        n_align = 2 * k if self.layout.alignment else 0
+        packed = torch.zeros(2 * k + n_tasks + n_align, dtype=torch.float64)
+        align: np.ndarray | None = None
         if rank == 0:
             t0 = time.perf_counter()
             result = self.evaluator()(model)
+            align = self.alignment(model)
             t_eval = time.perf_counter() - t0
             losses, tasks = result.losses, result.tasks
             t1 = time.perf_counter()
             if first:
-                self._set_base(losses, tasks)
-            obs, _, _ = self._observe(losses, tasks)
+                self._set_base(losses, tasks, align)
+            obs, _, _ = self._observe(losses, tasks, align)
             # one thread: a policy network is tiny, and torch's thread pool contending with
             # the training threads made one act() ~100x slower (180 ms vs 1.2 ms measured)
             with thread_scope(1):
@@ -134,6 +166,8 @@ class MixtureController:
             packed[k : 2 * k] = torch.from_numpy(np.asarray(losses, dtype=np.float64))
             for i, (t, m) in enumerate(self.task_keys):
                 packed[2 * k + i] = tasks[t][m]
+            if align is not None:
+                packed[2 * k + n_tasks :] = torch.from_numpy(align.reshape(-1))
             t_policy = time.perf_counter() - t1
         else:
             t1, t_policy = time.perf_counter(), 0.0
@@ -148,10 +182,11 @@ class MixtureController:
         tasks: dict[str, dict[str, float]] = {}
         for i, (t, m) in enumerate(self.task_keys):
             tasks.setdefault(t, {})[m] = float(packed[2 * k + i])
+        align = packed[2 * k + n_tasks :].numpy().reshape(k, 2).copy() if n_align else None
         if rank != 0 and first:
-            self._set_base(losses, tasks)
+            self._set_base(losses, tasks, align)
         t3 = time.perf_counter()
-        obs, scores, state = self._observe(losses, tasks)
+        obs, scores, state = self._observe(losses, tasks, align)
         start = self.plan.start_sample(step)
         if start < self.sampler.position:
             raise RuntimeError(
@@ -185,17 +220,35 @@ class MixtureController:
                 "terms": dict(s.terms)}
 
     # -- observation (the environment's definition) ---------------------------------------------
-    def _set_base(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]) -> None:
+    def _set_base(self, losses: np.ndarray, tasks: dict[str, dict[str, float]],
+                  alignment: np.ndarray | None) -> None:
         self.state.base_losses = [float(x) for x in losses]
         self.state.base_tasks = {t: dict(m) for t, m in tasks.items()}
-        self.transition = self._transition_of(self.state)
+        self.transition = self._transition_of(self.state, alignment)
 
-    def _transition_of(self, state: MixtureState) -> MixingTransition:
+    def _transition_of(self, state: MixtureState, alignment: np.ndarray | None) -> MixingTransition:
         assert state.base_losses is not None
         return MixingTransition(np.asarray(state.base_losses), state.base_tasks, self.is_target,
-                                self.reward, self.obs_spec, self.plan.num_decisions)
+                                self.reward, self.obs_spec, self.plan.num_decisions, alignment)
 
-    def _observe(self, losses: np.ndarray, tasks: dict[str, dict[str, float]]
+    def _recorded_alignment(self, dec: Decision) -> np.ndarray | None:
+        """A decision's alignment, read back from its recorded observation. Exact for rebuilding
+        observations: the observation holds the cosines as float32 (in [-1, 1], never clipped),
+        and observing them again rounds to the same float32."""
+        if not self.layout.alignment:
+            return None
+        cols = [self.layout.domains.index(f) for f in ALIGNMENT_FEATURES]
+        dom = np.asarray(dec.observation["domains"], dtype=np.float32)
+        if dom.ndim != 2 or dom.shape[1] != len(self.layout.domains):
+            raise RuntimeError(
+                f"the checkpoint's observations have {dom.shape[-1]} per-domain features; this run "
+                f"observes {len(self.layout.domains)} ({', '.join(self.layout.domains)}): resume "
+                f"with the observation settings it was written with (v1: "
+                f"{len(DOMAIN_FEATURES)} features)")
+        return dom[:, cols].astype(np.float64)
+
+    def _observe(self, losses: np.ndarray, tasks: dict[str, dict[str, float]],
+                 alignment: np.ndarray | None
                  ) -> tuple[dict[str, np.ndarray], Scores, StepState]:
         """Observation, scores and end state of the interval since the last decision (nothing
         is committed: rank 0 observes once before the broadcast and once after)."""
@@ -204,7 +257,7 @@ class MixtureController:
         decs = self.state.decisions
         if not decs:  # the step-0 evaluation is the base: the state before any step
             return tr.observe(tr.state), tr.state.scores, tr.state
-        out = tr.step(tr.state, np.asarray(decs[-1].weights), losses, tasks)
+        out = tr.step(tr.state, np.asarray(decs[-1].weights), losses, tasks, alignment)
         return out.observation, out.state.scores, out.state
 
     # -- state ---------------------------------------------------------------------------------------
@@ -241,9 +294,11 @@ class MixtureController:
             self._replay_policy(saved.decisions)
             how = "policy replayed through its decisions (a checkpoint without policy state)"
         if saved.base_losses is not None:
-            self.transition = self._transition_of(saved)
+            first = self._recorded_alignment(saved.decisions[0]) if saved.decisions else None
+            self.transition = self._transition_of(saved, first)
             for before, dec in zip(saved.decisions, saved.decisions[1:], strict=False):
-                self.transition.advance(np.asarray(before.weights), np.asarray(dec.losses), dec.tasks)
+                self.transition.advance(np.asarray(before.weights), np.asarray(dec.losses), dec.tasks,
+                                        self._recorded_alignment(dec))
             self._check_observation(saved.decisions)
         if saved.policy != self.state.policy:
             log.info("resuming with policy %s: the checkpoint was written under %s, the same policy "

@@ -37,7 +37,7 @@ from mixagent.cpt.state import load_state, policy_fingerprint
 from mixagent.data.manifest import DataDir
 from mixagent.errors import ConfigError
 from mixagent.policies.protocol import resolve_policy
-from mixagent.proxy.evaluation import TASK_METRICS, Evaluator
+from mixagent.proxy.evaluation import EVAL_METRICS, Evaluator
 from mixagent.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,8 @@ def run_cpt(config: CPTConfig, *, callbacks: Sequence[Any] = (),
     dataset = MixtureDataset(sampler, on_read)
     plan = DecisionPlan(config.max_steps, config.reweight_every, per_step,
                         config.lead_steps + config.dataloader_num_workers * 2)
-    task_keys = [(t.name, m) for t in config.eval.tasks for m in TASK_METRICS]
+    task_keys = [(t.name, m) for t in config.eval.tasks
+                 for m in EVAL_METRICS[data.benchmark(t.name).kind]]
     t_train: list[float] = []
 
     def process_timing() -> dict[str, float]:

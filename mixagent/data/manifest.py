@@ -2,14 +2,15 @@
 
 The manifest is the contract between the data layer and everything downstream (sampler, proxy
 engine, CPT run): domain names and their fields, each field's role (``source`` — the ability to
-keep — or ``target`` — the ability to gain), token counts, the tokenizer hash, task sets, and
-provenance. Opening a directory checks every shard against the manifest, so a truncated or
+keep — or ``target`` — the ability to gain), token counts, the tokenizer hash, benchmarks (and
+the older task sets, read as question/answer benchmarks), and provenance. Opening a directory checks every shard against the manifest, so a truncated or
 swapped file is reported by path instead of producing silently wrong training data.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,59 @@ class TaskInfo(StrictModel):
     description: str = ""
 
 
+BenchmarkKind = Literal["qa", "text"]
+BENCHMARK_METRICS: dict[str, tuple[str, ...]] = {
+    "qa": ("exact_match", "answer_loss", "answer_logprob"),
+    "text": ("loss",),
+}
+"""What each benchmark kind is scored by (reward terms are ``<benchmark>.<metric>``): a qa item
+by exact match and the answer tokens' mean NLL and log-probability, a text benchmark by loss."""
+
+
+def metric_value(metrics: Mapping[str, float], metric: str) -> float:
+    """A benchmark metric from an evaluation's metrics of that benchmark.
+
+    ``answer_logprob`` (the mean log-probability per answer token, the Data Mixing Agent's
+    signal) is by definition ``-answer_loss``: it is derived here, in one place, rather than
+    carried beside ``answer_loss`` by every evaluation path (the proxy's evaluator, the folded
+    K-replica one, the CPT run's broadcast), which would then all have to agree on it.
+    """
+    if metric == "answer_logprob":
+        return -float(metrics["answer_loss"])
+    return float(metrics[metric])
+
+
+class OverlapInfo(StrictModel):
+    """How many corpus documents share a long n-gram with a benchmark (decontamination).
+
+    ``removed`` says whether they are gone: a benchmark declared in the build config has its
+    overlapping documents dropped from both splits; one added to an existing directory
+    (``mixagent data add-benchmark``) can only count them — they are still in the shards until
+    the directory is rebuilt with the benchmark in its config.
+    """
+
+    ngram: int = Field(description="words per n-gram (lowercased, punctuation-normalised)")
+    min_item_words: int = Field(description="items shorter than ngram but this long match whole")
+    documents: int = Field(description="corpus documents sharing an n-gram with an item")
+    by_domain: dict[str, int] = Field(default_factory=dict)
+    removed: bool
+    unchecked_items: int = Field(0, description="items too short to be checked")
+
+
+class BenchmarkInfo(StrictModel):
+    """A benchmark stored as JSONL: ``qa`` rows (``prompt``, ``answer``) or ``text`` rows."""
+
+    name: str
+    field: str
+    kind: BenchmarkKind
+    file: str
+    count: int
+    sha256: str = Field("", description="of the stored file ('' for a legacy task set)")
+    description: str = ""
+    source: dict[str, Any] = Field(default_factory=dict, description="where it came from")
+    overlap: OverlapInfo | None = None
+
+
 class TokenizerInfo(StrictModel):
     path: str = "tokenizer"
     hash: str
@@ -78,6 +132,7 @@ class Manifest(StrictModel):
     fields: list[FieldInfo]
     domains: list[DomainInfo]
     tasks: list[TaskInfo] = Field(default_factory=list)
+    benchmarks: list[BenchmarkInfo] = Field(default_factory=list)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: str = ""
 
@@ -138,6 +193,10 @@ class DataDir:
                         f"says {tokens} tokens ({tokens * itemsize} bytes); the file is truncated or "
                         "foreign — rebuild the data directory"
                     )
+        for b in self.manifest.benchmarks:
+            if not (self.path / b.file).is_file():
+                raise DataError(f"{self.path / b.file}: file of benchmark {b.name!r} is missing; "
+                                "rebuild the data directory or add the benchmark again")
 
     # -- lookups -----------------------------------------------------------------------------
     @property
@@ -184,19 +243,48 @@ class DataDir:
                 return t
         raise DataError(f"unknown task {name!r}; tasks here: {', '.join(t.name for t in self.manifest.tasks) or 'none'}")
 
+    @property
+    def benchmarks(self) -> list[BenchmarkInfo]:
+        """Every benchmark, the older task sets included as ``qa`` benchmarks.
+
+        One list so that env specs, the evaluator and reward terms name either the same way
+        (``eval.tasks``, ``<name>.<metric>``) and a task set written before benchmarks existed
+        keeps working unchanged.
+        """
+        legacy = [
+            BenchmarkInfo(name=t.name, field=t.field, kind="qa", file=t.file, count=t.count,
+                          description=t.description)
+            for t in self.manifest.tasks
+        ]
+        return [*legacy, *self.manifest.benchmarks]
+
+    def benchmark(self, name: str) -> BenchmarkInfo:
+        for b in self.benchmarks:
+            if b.name == name:
+                return b
+        known = ", ".join(b.name for b in self.benchmarks) or "none"
+        raise DataError(f"unknown benchmark {name!r}; benchmarks here: {known}")
+
+    def benchmark_rows(self, name: str) -> list[dict[str, Any]]:
+        """Rows of a benchmark: ``{prompt, answer}`` for ``qa``, ``{text}`` for ``text``."""
+        return _read_jsonl(self.path / self.benchmark(name).file)
+
     def task_examples(self, name: str) -> list[dict[str, Any]]:
         """Rows of a task set (JSONL with at least ``prompt`` and ``answer``)."""
-        t = self.task(name)
-        path = self.path / t.file
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{path}:{i}: not valid JSON ({err})") from None
-        return rows
+        return _read_jsonl(self.path / self.task(name).file)
 
     def __repr__(self) -> str:
         return f"DataDir({str(self.path)!r}, domains={len(self.domains)})"
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a stored JSONL file; a broken line is an error naming the file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{i}: not valid JSON ({err})") from None
+    return rows

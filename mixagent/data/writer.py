@@ -16,14 +16,24 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mixagent.data.benchmarks import (
+    NgramIndex,
+    check_items,
+    item_text,
+    log_overlap,
+    overlap_info,
+    write_benchmark_file,
+)
 from mixagent.data.manifest import (
     MANIFEST_NAME,
+    BenchmarkInfo,
     DomainInfo,
     FieldInfo,
     Manifest,
@@ -131,6 +141,8 @@ class DataDirWriter:
     ``root`` must already contain the saved tokenizer (described by ``tokenizer_info``). Call
     :meth:`add_documents` any number of times per domain (streams: only one batch is in memory),
     :meth:`add_task` for task sets, then :meth:`finish` to validate and write the manifest.
+    Benchmarks (:meth:`add_benchmark`) come before the documents: every document sharing an
+    ``ngram``-word n-gram with one of their items is dropped from both splits and counted.
     """
 
     def __init__(
@@ -144,11 +156,15 @@ class DataDirWriter:
         min_eval_tokens: int = 0,
         min_eval_documents: int = 0,
         warn_eval_tokens: int = 0,
+        ngram: int = 13,
+        min_item_words: int = 8,
     ):
         """``min_eval_tokens`` / ``min_eval_documents``: a domain whose hash split holds out less
         gets more documents moved from its training split (:class:`_Reserve`), or an error if it
         is too small to give both. ``warn_eval_tokens``: a domain holding out fewer tokens than
-        this is logged as too small to score reliably (0: no warning)."""
+        this is logged as too small to score reliably (0: no warning). ``ngram`` /
+        ``min_item_words``: decontamination against benchmarks (see
+        :class:`~mixagent.data.benchmarks.NgramIndex`)."""
         if not 0.0 < eval_fraction < 1.0:
             raise DataError(f"eval_fraction={eval_fraction} must be strictly between 0 and 1")
         self.root = Path(root)
@@ -167,6 +183,10 @@ class DataDirWriter:
         self._writers: dict[str, tuple[str, ShardWriter, ShardWriter]] = {}
         self._descriptions: dict[str, str] = {}
         self._tasks: list[TaskInfo] = []
+        self._benchmarks: list[tuple[BenchmarkInfo, int | None]] = []  # (info, index position)
+        self._index = NgramIndex(ngram, min_item_words)
+        self._unchecked: dict[str, int] = {}
+        self._overlaps: dict[int, Counter[str]] = {}  # index position -> documents per domain
 
     def add_field(self, name: str, role: str, description: str = "") -> None:
         if role not in ("source", "target"):
@@ -200,13 +220,57 @@ class DataDirWriter:
             )
         batch: list[str] = []
         for t in texts:
-            if t and t.strip():
+            if t and t.strip() and not self._contaminated(t, domain):
                 batch.append(t)
             if len(batch) >= self.batch_size:
                 self._write_batch(batch, train, ev, reserve)
                 batch = []
         if batch:
             self._write_batch(batch, train, ev, reserve)
+
+    def _contaminated(self, text: str, domain: str) -> bool:
+        """Whether a document shares an n-gram with a benchmark (then counted, not written)."""
+        if not self._index:
+            return False
+        hits = self._index.match(text)
+        for b in hits:
+            self._overlaps.setdefault(b, Counter())[domain] += 1
+        return bool(hits)
+
+    def add_benchmark(
+        self,
+        name: str,
+        field: str,
+        kind: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        description: str = "",
+        source: Mapping[str, Any] | None = None,
+        decontaminate: bool = True,
+    ) -> None:
+        """Store a benchmark (``qa`` items ``{prompt, answer}`` or ``text`` items ``{text}``).
+
+        With ``decontaminate`` (the default) documents added afterwards that share an n-gram with
+        an item are dropped; so a decontaminated benchmark must come before any document — added
+        later, it would leave copies already written in the shards.
+        """
+        if field not in self._fields:
+            raise DataError(f"benchmark {name!r}: field {field!r} was not declared")
+        taken = {t.name for t in self._tasks} | {b.name for b, _ in self._benchmarks}
+        if name in taken:
+            raise DataError(f"benchmark {name!r} is added twice (or is also a task set's name)")
+        check_items(name, kind, items)
+        if decontaminate and any(w[1].documents or w[2].documents for w in self._writers.values()):
+            raise DataError(f"benchmark {name!r}: add benchmarks before documents, so that "
+                            "documents overlapping them can be dropped")
+        rel, digest = write_benchmark_file(self.root, name, items)
+        pos = None
+        if decontaminate:
+            pos = len(self._index.names)
+            self._unchecked[name] = self._index.add(name, (item_text(kind, i) for i in items))
+        info = BenchmarkInfo(name=name, field=field, kind=kind, file=rel, count=len(items),  # type: ignore[arg-type]
+                             sha256=digest, description=description, source=dict(source or {}))
+        self._benchmarks.append((info, pos))
 
     def _write_batch(
         self, batch: list[str], train: ShardWriter, ev: ShardWriter, reserve: _Reserve | None
@@ -269,7 +333,13 @@ class DataDirWriter:
         return len(chosen)
 
     def add_task(self, name: str, field: str, rows: list[dict[str, Any]], description: str = "") -> None:
-        """Store a task set as JSONL (each row needs ``prompt`` and ``answer``)."""
+        """Store a task set as JSONL (each row needs ``prompt`` and ``answer``).
+
+        The older form of a ``qa`` benchmark (no decontamination, no hash in the manifest), kept
+        so that directories and specs that use one stay byte-identical; new code adds benchmarks.
+        """
+        if name in {b.name for b, _ in self._benchmarks}:
+            raise DataError(f"task {name!r}: a benchmark already has that name")
         for i, r in enumerate(rows):
             if "prompt" not in r or "answer" not in r:
                 raise DataError(f"task {name!r}: row {i} needs 'prompt' and 'answer' keys")
@@ -283,6 +353,14 @@ class DataDirWriter:
 
     def finish(self, name: str, content_hash: str, provenance: dict[str, Any]) -> Manifest:
         """Close shards, validate every domain and write ``manifest.json``."""
+        benchmarks = []  # first: a domain emptied by decontamination is then explained
+        for info, pos in self._benchmarks:
+            if pos is not None:
+                overlap = overlap_info(self._index, pos, self._overlaps.get(pos, Counter()),
+                                       self._unchecked[info.name], removed=True)
+                info = info.model_copy(update={"overlap": overlap})
+                log_overlap(info.name, overlap, "the corpus")
+            benchmarks.append(info)
         domains: list[DomainInfo] = []
         topped_up: dict[str, int] = {}
         for dname, (field, train, ev) in self._writers.items():
@@ -342,6 +420,7 @@ class DataDirWriter:
             fields=list(self._fields.values()),
             domains=sorted(domains, key=lambda d: (d.field, d.name)),
             tasks=self._tasks,
+            benchmarks=benchmarks,
             provenance=provenance,
             created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         )

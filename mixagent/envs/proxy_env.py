@@ -21,11 +21,11 @@ import numpy as np
 
 from mixagent.envs.actions import check_action, check_weights, weights_from_action
 from mixagent.envs.errors import ResetNeededError
-from mixagent.envs.observation import observation_space
+from mixagent.envs.observation import feature_layout, observation_space
 from mixagent.envs.scoring import Scores
 from mixagent.envs.setup import build_engine, resolve_spec
 from mixagent.envs.spec import EnvSpec
-from mixagent.envs.transition import MixingTransition, StepState
+from mixagent.envs.transition import MixingTransition, StepState, alignment_objectives
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,9 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     **Observation.** ``Dict(domains=Box(K, 5), global=Box(4))`` — per-domain features
     ``weight, loss, loss_change_base, loss_change_step, is_target`` and global features
     ``progress, source_score, target_score, balanced_score``, all clipped into finite
-    documented ranges (:mod:`mixagent.envs.observation`).
+    documented ranges (:mod:`mixagent.envs.observation`). ``observation.features`` adds the
+    per-domain ``align_source, align_target`` (gradient cosines with each field's benchmark
+    loss) and the global ``source_benchmark, target_benchmark``.
 
     **Reward.** ``reward.scale × (balanced_t − balanced_{t−1})`` where the balanced score
     aggregates a source score (retention) and a target score (gain), each normalised so the
@@ -107,13 +109,21 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.num_domains = len(self.domain_names)
         self.num_steps = self.env_spec.cpt.num_steps
         obs_spec = self.env_spec.observation
+        #: the observation's feature names (v1's unless ``observation.features`` adds groups)
+        self.layout = feature_layout(obs_spec.features)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.num_domains,), np.float32)
         self.observation_space = observation_space(self.num_domains, obs_spec.loss_max,
-                                                   obs_spec.score_max)
+                                                   obs_spec.score_max, self.layout)
         base = self.engine.base_eval
+        base_alignment = None
+        if self.layout.alignment:
+            base_alignment = self.engine.attach_alignment(
+                alignment_objectives(self.env_spec.reward, self.is_target),
+                obs_spec.alignment.sequences, obs_spec.alignment.params)
         #: what a step means (scores, observation, reward), shared with CPT runs and branching
         self.transitions = MixingTransition(base.losses, base.tasks, self.is_target,
-                                            self.env_spec.reward, obs_spec, self.num_steps)
+                                            self.env_spec.reward, obs_spec, self.num_steps,
+                                            base_alignment)
         self.base_losses: np.ndarray = self.transitions.base_losses
         self.base_tasks: dict[str, dict[str, float]] = self.transitions.base_tasks
         self.base_scores: Scores = self.transitions.base_scores
@@ -176,10 +186,13 @@ class ProxyCPTEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                                                       dict[str, Any]]:
         t0 = time.perf_counter()
         stats = self.engine.train(weights)
+        t1 = time.perf_counter()
         result = self.engine.evaluate()
-        step = self.transitions.advance(weights, result.losses, result.tasks)
+        alignment = self.engine.evaluate_alignment()
+        evaluation = time.perf_counter() - t1
+        step = self.transitions.advance(weights, result.losses, result.tasks, alignment)
         info = self.info(step.state, tokens=self.engine.tokens, wall=time.perf_counter() - t0,
-                         train=stats.seconds, evaluation=result.seconds, train_loss=stats.loss)
+                         train=stats.seconds, evaluation=evaluation, train_loss=stats.loss)
         return step.observation, step.reward, step.terminated, False, info
 
     def info(self, state: StepState, *, tokens: int, wall: float, train: float,

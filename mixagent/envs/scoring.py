@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mixagent.data.manifest import metric_value
 from mixagent.envs.spec import RewardSpec
 
 
@@ -24,21 +25,37 @@ class Scores:
     terms: dict[str, float] = field(default_factory=dict)  # e.g. "target.loss"
 
 
-def _relative_gain(base: float | np.ndarray, cur: float | np.ndarray) -> float:
-    return float(np.mean((np.asarray(base) - np.asarray(cur)) / np.asarray(base)))
+def _relative_gain(base: float | np.ndarray, cur: float | np.ndarray,
+                   normalisation: str = "relative") -> float:
+    """Mean gain of a loss-like quantity (positive, lower is better) against the base.
+
+    ``relative``: ``(b - c) / b`` (v1). ``bounded``: ``2 (b - c) / (b + c)``, in (-2, 2); the
+    same slope at ``c = b``, antisymmetric in (b, c), 0 when both are 0 (see :class:`RewardSpec`).
+    """
+    if normalisation == "relative":  # v1's expression exactly (same dtypes, same bits)
+        return float(np.mean((np.asarray(base) - np.asarray(cur)) / np.asarray(base)))
+    b = np.asarray(base, dtype=np.float64)
+    c = np.asarray(cur, dtype=np.float64)
+    if normalisation == "bounded":
+        den = b + c
+        return float(np.mean(np.divide(2.0 * (b - c), den, out=np.zeros_like(den), where=den != 0)))
+    raise ValueError(f"unknown normalisation {normalisation!r}; use 'relative' or 'bounded'")
 
 
 def term_value(name: str, mask: np.ndarray, losses: np.ndarray,
                tasks: Mapping[str, Mapping[str, float]], base_losses: np.ndarray,
-               base_tasks: Mapping[str, Mapping[str, float]]) -> float:
-    """One normalised term: ``loss`` over the domains in ``mask``, or ``<task>.<metric>``."""
+               base_tasks: Mapping[str, Mapping[str, float]], normalisation: str = "relative") -> float:
+    """One normalised term: ``loss`` over the domains in ``mask``, or ``<task>.<metric>``;
+    ``normalisation`` is :attr:`RewardSpec.normalisation` (exact match ignores it)."""
     if name == "loss":
-        return _relative_gain(base_losses[mask], losses[mask])
+        return _relative_gain(base_losses[mask], losses[mask], normalisation)
     task, _, metric = name.rpartition(".")
-    cur, ref = tasks[task][metric], base_tasks[task][metric]
+    cur, ref = metric_value(tasks[task], metric), metric_value(base_tasks[task], metric)
     if metric == "exact_match":
         return float(cur - ref)
-    return _relative_gain(ref, cur)
+    if metric == "answer_logprob":  # higher is better; its negation is the answer's loss
+        return _relative_gain(-ref, -cur, normalisation)
+    return _relative_gain(ref, cur, normalisation)  # answer_loss, a text benchmark's loss
 
 
 def aggregate(source: float, target: float, reward: RewardSpec) -> float:
@@ -61,7 +78,7 @@ def score(losses: np.ndarray, tasks: Mapping[str, Mapping[str, float]], base_los
         spec_terms: dict[str, float] = getattr(reward, key)
         total, weight = 0.0, 0.0
         for name, w in spec_terms.items():
-            v = term_value(name, mask, losses, tasks, base_losses, base_tasks)
+            v = term_value(name, mask, losses, tasks, base_losses, base_tasks, reward.normalisation)
             terms[f"{role}.{name}"] = v
             total += w * v
             weight += w

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from mixagent.data.manifest import DataDir
+from mixagent.data.manifest import BENCHMARK_METRICS, DataDir
 from mixagent.data.views import DomainSpaceError, DomainView
 from mixagent.envs.spec import EnvSpec, load_env_spec
 from mixagent.errors import ConfigError, DataError
 
-TERM_METRICS = ("exact_match", "answer_loss")
+TERM_METRICS = tuple(dict.fromkeys(m for ms in BENCHMARK_METRICS.values() for m in ms))
 _builtin_dirs: dict[tuple[str, str], Path] = {}  # (cache dir, size) -> path, per process
 
 
@@ -135,12 +135,12 @@ def resolve_spec(spec: EnvSpec | str | Path) -> ResolvedEnv:
     if spec.action.floor * k >= 1.0:
         raise ConfigError(f"{src}: action.floor: {spec.action.floor} × {k} domains must be below 1 "
                           f"(at most {1.0 / k:.4g})")
-    tasks = {t.name for t in data.manifest.tasks}
+    kinds = {b.name: b.kind for b in data.benchmarks}
     for i, t in enumerate(spec.eval.tasks):
-        if t.name not in tasks:
-            raise ConfigError(f"{src}: eval.tasks[{i}].name: unknown task {t.name!r}; the data "
-                              f"directory has {', '.join(sorted(tasks)) or 'no tasks'}")
-    _check_terms(spec, {t.name for t in spec.eval.tasks})
+        if t.name not in kinds:
+            raise ConfigError(f"{src}: eval.tasks[{i}].name: unknown benchmark {t.name!r}; the "
+                              f"data directory has {', '.join(sorted(kinds)) or 'no benchmarks'}")
+    _check_terms(spec, {t.name: kinds[t.name] for t in spec.eval.tasks})
     tok = data.manifest.tokenizer
     hf_config = build_hf_config(spec.model, tok.vocab_size, spec.cpt.seq_len, tok.eos_token_id,
                                 where=f"{src}: model")
@@ -181,7 +181,9 @@ def _check_view_sizes(spec: EnvSpec, data: DomainView, domains: list[str]) -> No
                 f"fewer than one sequence of cpt.seq_len={seq}")
 
 
-def _check_terms(spec: EnvSpec, tasks: set[str]) -> None:
+def _check_terms(spec: EnvSpec, tasks: dict[str, str]) -> None:
+    """Every reward term is ``loss`` or ``<benchmark>.<metric>`` of an evaluated benchmark, with
+    a metric its kind reports (``tasks``: evaluated benchmark -> kind)."""
     for key in ("source_terms", "target_terms"):
         terms = getattr(spec.reward, key)
         if not terms or sum(terms.values()) <= 0:
@@ -195,11 +197,15 @@ def _check_terms(spec: EnvSpec, tasks: set[str]) -> None:
                 continue
             task, _, metric = name.rpartition(".")
             if metric not in TERM_METRICS or not task:
-                raise ConfigError(f"{where}: a term is 'loss' or '<task>.<metric>' with metric "
-                                  f"{' or '.join(TERM_METRICS)}")
+                raise ConfigError(f"{where}: a term is 'loss' or '<benchmark>.<metric>' with "
+                                  f"metric {', '.join(TERM_METRICS)}")
             if task not in tasks:
-                raise ConfigError(f"{where}: task {task!r} is not evaluated; add it to eval.tasks "
-                                  f"(evaluated: {', '.join(sorted(tasks)) or 'none'})")
+                raise ConfigError(f"{where}: task {task!r} is not evaluated; add the benchmark "
+                                  f"to eval.tasks (evaluated: {', '.join(sorted(tasks)) or 'none'})")
+            allowed = BENCHMARK_METRICS[tasks[task]]
+            if metric not in allowed:
+                raise ConfigError(f"{where}: {task!r} is a {tasks[task]!r} benchmark; its "
+                                  f"metrics are {', '.join(allowed)}")
 
 
 def build_engine(resolved: ResolvedEnv, progress: bool | None = None) -> Any:

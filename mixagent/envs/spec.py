@@ -57,6 +57,14 @@ class RewardSpec(StrictModel):
     ``mean`` = (S+T)/2, ``min`` = min(S, T), ``weighted`` = w·S + (1-w)·T with
     ``w = source_weight``. The reward of a step is ``scale`` times the change of the balanced
     score, so an episode's return is ``scale`` times the final balanced score.
+
+    ``normalisation`` says how a loss-like term (lower is better) is set against the base:
+    ``relative`` — ``(base - cur) / base``, in (-inf, 1]: forgetting is unbounded below while a
+    gain is capped at 1, so a collapsing source field swamps everything; ``bounded`` — the
+    symmetric relative change ``2 (base - cur) / (base + cur)``, in (-2, 2), equal to
+    ``relative`` to first order (small changes keep their numbers) and antisymmetric (halving a
+    loss scores what doubling it costs). Exact match stays ``EM - EM_base`` in both: it is a
+    proportion, already bounded in [-1, 1].
     """
 
     aggregator: Literal["mean", "min", "weighted"] = "mean"
@@ -64,6 +72,17 @@ class RewardSpec(StrictModel):
     source_terms: dict[str, float] = Field(default_factory=lambda: {"loss": 1.0})
     target_terms: dict[str, float] = Field(default_factory=lambda: {"loss": 1.0})
     scale: float = Field(default=1.0, gt=0)
+    normalisation: Literal["relative", "bounded"] = Field(
+        default="relative", description="relative: (base-cur)/base; bounded: 2(base-cur)/(base+cur)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_normalisation(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``normalisation`` out of dumps when it is the default, so specs written before
+        the key existed keep their env-spec hash (trajectory sets and policies are keyed by it)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("normalisation") == "relative":
+            del out["normalisation"]
+        return out
 
 
 class ActionSpec(StrictModel):
@@ -77,11 +96,58 @@ class ActionSpec(StrictModel):
     floor: float = Field(default=0.0, ge=0, lt=1)
 
 
+ObservationFeature = Literal["benchmark_scores", "alignment"]
+
+
+class AlignmentSpec(StrictModel):
+    """How the per-domain gradient-alignment features are measured (:mod:`mixagent.proxy.alignment`).
+
+    ``sequences``: fixed training sequences per domain whose loss gradient is compared with each
+    field's benchmark-loss gradient. ``params``: ``head`` — the gradient of the output projection
+    alone (one forward and one matmul per batch); ``all`` — of every trainable parameter (one
+    full backward per batch). The defaults are the most the 1.15x step-cost bar allows on the
+    shipped proxy (measured: head/4 ≈ 0.19 s, head/8 ≈ 0.23 s, all/4 ≈ 0.33 s, all/8 ≈ 0.50 s
+    per step, against ≈ 1.5 s of training); ``all`` separates domains more clearly, at 8
+    sequences it reproduces the documented probe (docs/ENV.md, "Alignment").
+    """
+
+    sequences: int = Field(default=4, gt=0, le=1024)
+    params: Literal["all", "head"] = "head"
+
+
 class ObservationSpec(StrictModel):
-    """Clip ranges that keep the observation space finite."""
+    """Clip ranges that keep the observation space finite, and the optional feature groups.
+
+    ``features`` adds groups to the v1 layout (docs/ENV.md, "Observation"): ``benchmark_scores``
+    — global ``source_benchmark``, ``target_benchmark``; ``alignment`` — per-domain
+    ``align_source``, ``align_target``. The columns always come in that documented order,
+    whatever the order of the list. Empty (the default) is the v1 layout, bit for bit.
+    """
 
     loss_max: float = Field(default=20.0, gt=0, description="losses clip to [0, loss_max]")
     score_max: float = Field(default=1.0, gt=0, description="scores clip to ±score_max")
+    features: list[ObservationFeature] = Field(
+        default_factory=list, description="optional feature groups: benchmark_scores, alignment")
+    alignment: AlignmentSpec = Field(default_factory=AlignmentSpec)
+
+    @model_validator(mode="after")
+    def _check_features(self) -> ObservationSpec:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"features: a group is listed twice: {self.features}")
+        if "alignment" not in self.features and self.alignment != AlignmentSpec():
+            raise ValueError("alignment: settings given but 'alignment' is not in features")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``features`` and ``alignment`` out of dumps when unset, so specs written before
+        the keys existed keep their env-spec hash (trajectory sets and policies are keyed by it)."""
+        out: dict[str, Any] = handler(self)
+        if not out.get("features"):
+            out.pop("features", None)
+        if "alignment" not in self.features:
+            out.pop("alignment", None)
+        return out
 
 
 class EnvSpec(StrictModel):

@@ -12,13 +12,15 @@ these only by chance.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
 from mixagent.config import StrictModel, load_yaml, validate_config
 from mixagent.errors import ConfigError
+
+T = TypeVar("T", bound=StrictModel)
 
 #: special baseline specs tuned per scenario on ``tune_seeds``
 TUNED_BASELINES = ("best_fixed_ratio", "regmix")
@@ -51,7 +53,70 @@ def parse_float_list(text: str | None, what: str) -> list[float] | None:
         raise ConfigError(f"{what}: expected comma-separated numbers like 0.2,0.5,0.8, got {text!r}") from None
 
 
-class EvaluateConfig(StrictModel):
+def check_seeds(v: list[int]) -> list[int]:
+    """Seeds are distinct and non-negative (a repeated seed would count one episode twice)."""
+    if len(set(v)) != len(v):
+        raise ValueError(f"seeds must be distinct, got {v}")
+    if any(s < 0 for s in v):
+        raise ValueError(f"seeds must be non-negative, got {v}")
+    return v
+
+
+def check_shares(v: list[float]) -> list[float]:
+    """Source shares lie in [0, 1]; returned sorted without repeats (a grid, not a sequence)."""
+    bad = [r for r in v if not 0.0 <= r <= 1.0]
+    if bad:
+        raise ValueError(f"source shares must lie in [0, 1], got {bad}")
+    return sorted(set(v))
+
+
+def config_or_keywords(cls: type[T], config: T | None, kwargs: dict[str, Any], source: str) -> T:
+    """``config`` itself, or one validated from keyword arguments (errors name ``source``): the
+    two ways to call ``evaluate`` and ``measure_headroom``."""
+    if config is None:
+        return validate_config(cls, kwargs, source)
+    if kwargs:
+        raise TypeError(f"pass either a {cls.__name__} or keyword arguments, not both")
+    return config
+
+
+def check_disjoint(seeds: list[int], tune_seeds: list[int], tuned: str) -> None:
+    """Tuning seeds must not be evaluation seeds: what is tuned would be scored on its own noise."""
+    overlap = sorted(set(seeds) & set(tune_seeds))
+    if overlap:
+        raise ValueError(f"tune_seeds and seeds overlap on {overlap}: {tuned} would be tuned on "
+                         "the evaluation's own seeds; choose disjoint seeds (e.g. --tune-seeds 2000,2001)")
+
+
+class PoolConfig(StrictModel):
+    """How episodes run: in this process or on Ray actors, with how many threads each. Shared by
+    ``EvaluateConfig`` and ``HeadroomConfig``, which run episodes on the same worker pool."""
+
+    workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    threads_per_worker: int | None = Field(default=None, gt=0,
+                                           description="torch threads per worker (default: "
+                                           "$MIXAGENT_NUM_THREADS, else its CPU share)")
+    address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
+    max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
+    progress: bool | None = Field(default=None, description="None: a bar on a terminal, else a log "
+                                  "line per episode; True: the bar; False: neither")
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per worker: ``threads_per_worker``, else ``$MIXAGENT_NUM_THREADS`` (the
+        proxies' own knob), else the worker's CPU share (``cpus_per_worker``, at least 1) — with
+        one worker too, so an in-process evaluation does not spread over every core."""
+        if self.threads_per_worker:
+            return self.threads_per_worker
+        from mixagent.proxy.config import RuntimeSpec
+        from mixagent.proxy.runtime import resolve_threads
+
+        return resolve_threads(RuntimeSpec()) or max(1, int(self.cpus_per_worker))
+
+
+class EvaluateConfig(PoolConfig):
     """An evaluation run (``mixagent evaluate``); see docs/EVALUATION.md."""
 
     envs: list[str] = Field(min_length=1, description="env spec YAML files (scenarios)")
@@ -69,56 +134,24 @@ class EvaluateConfig(StrictModel):
                              "regmix (Dirichlet; each on one tune seed, round robin)")
     regmix_seed: int = Field(default=0, ge=0, description="seeds regmix's mixtures and its fit")
     regmix_regressor: str = Field(default="gbm", pattern="^(gbm|linear)$")
-    workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
-    threads_per_worker: int | None = Field(default=None, gt=0,
-                                           description="torch threads per worker (default: "
-                                           "$MIXAGENT_NUM_THREADS, else its CPU share)")
-    address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
-    max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
     record_card: bool = Field(default=False, description="write results into each learned policy's "
                               "config.json provenance.evaluation and README.md card")
     plots: bool = True
-    progress: bool | None = Field(default=None, description="None: a bar on a terminal, else a log "
-                                  "line per episode; True: the bar; False: neither")
 
     @field_validator("seeds", "tune_seeds")
     @classmethod
     def _unique(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
-        if any(s < 0 for s in v):
-            raise ValueError(f"seeds must be non-negative, got {v}")
-        return v
+        return check_seeds(v)
 
     @field_validator("ratio_grid")
     @classmethod
     def _shares(cls, v: list[float]) -> list[float]:
-        bad = [r for r in v if not 0.0 <= r <= 1.0]
-        if bad:
-            raise ValueError(f"source shares must lie in [0, 1], got {bad}")
-        return sorted(set(v))
+        return check_shares(v)
 
     @model_validator(mode="after")
     def _disjoint(self) -> EvaluateConfig:
-        overlap = sorted(set(self.seeds) & set(self.tune_seeds))
-        if overlap:
-            raise ValueError(f"tune_seeds and seeds overlap on {overlap}: baselines would be tuned on "
-                             "the evaluation's own seeds; choose disjoint seeds (e.g. --tune-seeds 2000,2001)")
+        check_disjoint(self.seeds, self.tune_seeds, "baselines")
         return self
-
-    @property
-    def threads(self) -> int:
-        """Torch threads per worker: ``threads_per_worker``, else ``$MIXAGENT_NUM_THREADS`` (the
-        proxies' own knob), else the worker's CPU share (``cpus_per_worker``, at least 1) — with
-        one worker too, so an in-process evaluation does not spread over every core."""
-        if self.threads_per_worker:
-            return self.threads_per_worker
-        from mixagent.proxy.config import RuntimeSpec
-        from mixagent.proxy.runtime import resolve_threads
-
-        return resolve_threads(RuntimeSpec()) or max(1, int(self.cpus_per_worker))
 
 
 def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any]) -> EvaluateConfig:

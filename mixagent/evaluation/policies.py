@@ -96,6 +96,7 @@ def instance_of(policy: Any) -> PolicyInstance:
 
 def build_policy(payload: dict[str, Any]) -> Any:
     """Rebuild a policy from :meth:`PolicyInstance.payload` (in a worker)."""
+    import mixagent.evaluation.schedules  # noqa: F401  registers kind "schedule" (headroom's schedules)
     from mixagent.policies.protocol import policy_class
 
     config = payload["config"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixagent.evaluation.config import EvaluateConfig
+from mixagent.evaluation.config import EvaluateConfig, PoolConfig, config_or_keywords
 from mixagent.evaluation.policies import PolicyEntry, PolicyInstance, parse_policies
 from mixagent.evaluation.scenarios import Scenario, load_scenarios
 from mixagent.evaluation.store import EpisodeStore
@@ -55,7 +55,9 @@ class EvaluationResult:
 
 
 @dataclass
-class _Task:
+class EpisodeTask:
+    """One episode to get: (scenario, policy, env seed), also its cache key."""
+
     scenario: Scenario
     instance: PolicyInstance
     seed: int
@@ -70,10 +72,13 @@ class _Task:
 
 
 @dataclass
-class _Executor:
-    """Runs tasks in-process or on a Ray actor pool (started on first use, reused by phases)."""
+class Executor:
+    """Runs tasks in-process or on a Ray actor pool (started on first use, reused by phases).
 
-    config: EvaluateConfig
+    ``config`` is any :class:`~mixagent.evaluation.config.PoolConfig` (an evaluation's or a
+    headroom measurement's): only its worker settings are read."""
+
+    config: PoolConfig
     scenarios: list[Scenario]
     pool: Any = None
     local: Any = None
@@ -106,7 +111,7 @@ class _Executor:
                                           in_process=True, progress=self.config.progress)
             self.workers_info = [self.local.info()]
 
-    def run(self, tasks: list[_Task], on_result: Callable[[_Task, dict[str, Any]], None]) -> None:
+    def run(self, tasks: list[EpisodeTask], on_result: Callable[[EpisodeTask, dict[str, Any]], None]) -> None:
         if not tasks:
             return
         self.start()
@@ -164,15 +169,76 @@ class _Executor:
             self.pool = None
 
 
+class EpisodeRunner:
+    """Episodes by key (scenario, policy id, seed): from the episode cache, else run on an
+    :class:`Executor`; what ``evaluate`` and ``mixagent env headroom`` share, so both resume
+    from the same cache files and run in the same worker pool.
+
+    ``records`` maps :attr:`EpisodeTask.key` to the episode record; ``ran`` / ``cached`` count
+    episodes run here and read from the cache.
+    """
+
+    def __init__(self, config: PoolConfig, scenarios: list[Scenario], cache_root: Path,
+                 records: dict[tuple[str, str, int], dict[str, Any]] | None = None):
+        self.config = config
+        self.store = EpisodeStore(cache_root)
+        self.executor = Executor(config, scenarios)
+        self.records: dict[tuple[str, str, int], dict[str, Any]] = {} if records is None else records
+        self.ran = 0
+        self.cached = 0
+
+    def collect(self, tasks: list[EpisodeTask], desc: str,
+                label: Callable[[EpisodeTask], str] | None = None) -> None:
+        """Load cached episodes, run the rest, store every record under its key.
+
+        Progress: a bar on a terminal; otherwise (a log file) one log line per finished episode
+        with its policy (``label``, default the policy's description), scenario, seed and score,
+        so a long run is never silent.
+        """
+        from mixagent.utils.progress import Progress
+
+        label = label or (lambda t: t.instance.describe)
+        todo: dict[tuple[str, str, int], EpisodeTask] = {}
+        for t in tasks:
+            if t.key in self.records or t.key in todo:
+                continue
+            rec = self.store.get(t.instance.policy_id, t.scenario.spec_hash, t.seed)
+            if rec is not None:
+                self.records[t.key] = rec
+                self.cached += 1
+            else:
+                todo[t.key] = t
+        cached = len(tasks) - len(todo)
+        if not todo:
+            if tasks:
+                log.info("%s: all %d episodes from the cache in %s", desc, cached, self.store.root)
+            return
+        log.info("%s: %d episodes to run (%d from the cache), %s", desc, len(todo), cached,
+                 f"{self.config.workers} workers" if self.executor.uses_ray else "in this process")
+        self.executor.start()
+        with Progress(len(todo), desc, "episode", progress=self.config.progress, logger=log,
+                      log_every=1) as bar:
+            def done(task: EpisodeTask, rec: dict[str, Any]) -> None:
+                self.store.put(rec)
+                self.records[task.key] = rec
+                self.ran += 1
+                bar.update(1, note=f"{label(task)} on {task.scenario.key} seed {task.seed}: "
+                                   f"balanced {float(rec['final_scores']['balanced']):+.5f}")
+
+            self.executor.run(list(todo.values()), done)
+
+    def finals(self, scenario: Scenario) -> dict[tuple[str, int], dict[str, float]]:
+        """Final scores of the scenario's episodes so far, keyed (policy id, seed)."""
+        return {(pid, seed): rec["final_scores"] for (key, pid, seed), rec in self.records.items()
+                if key == scenario.key}
+
+    def close(self) -> None:
+        self.executor.close()
+
+
 def evaluate(config: EvaluateConfig | None = None, **kwargs: Any) -> EvaluationResult:
     """Run an evaluation (``evaluate(EvaluateConfig(...))`` or ``evaluate(envs=[...], ...)``)."""
-    if config is None:
-        from mixagent.config import validate_config
-
-        config = validate_config(EvaluateConfig, kwargs, "evaluate")
-    elif kwargs:
-        raise TypeError("pass either an EvaluateConfig or keyword arguments, not both")
-    return _Evaluation(config).run()
+    return _Evaluation(config_or_keywords(EvaluateConfig, config, kwargs, "evaluate")).run()
 
 
 class _Evaluation:
@@ -192,44 +258,11 @@ class _Evaluation:
         self.cached = 0
 
     # -- tasks ---------------------------------------------------------------------------------------
-    def _collect(self, tasks: list[_Task], executor: _Executor, desc: str) -> None:
-        """Load cached episodes, run the rest, store every record under its key.
+    def _collect(self, tasks: list[EpisodeTask], runner: EpisodeRunner, desc: str) -> None:
+        runner.collect(tasks, desc, self._label)
+        self.ran, self.cached = runner.ran, runner.cached
 
-        Progress: a bar on a terminal; otherwise (a log file) one log line per finished episode
-        with its policy, scenario, seed and score, so a long evaluation is never silent.
-        """
-        from mixagent.utils.progress import Progress
-
-        todo: dict[tuple[str, str, int], _Task] = {}
-        for t in tasks:
-            if t.key in self.records or t.key in todo:
-                continue
-            rec = self.store.get(t.instance.policy_id, t.scenario.spec_hash, t.seed)
-            if rec is not None:
-                self.records[t.key] = rec
-                self.cached += 1
-            else:
-                todo[t.key] = t
-        cached = len(tasks) - len(todo)
-        if not todo:
-            if tasks:
-                log.info("%s: all %d episodes from the cache in %s", desc, cached, self.out / "episodes")
-            return
-        log.info("%s: %d episodes to run (%d from the cache), %s", desc, len(todo), cached,
-                 f"{self.config.workers} workers" if executor.uses_ray else "in this process")
-        executor.start()
-        with Progress(len(todo), desc, "episode", progress=self.config.progress, logger=log,
-                      log_every=1) as bar:
-            def done(task: _Task, rec: dict[str, Any]) -> None:
-                self.store.put(rec)
-                self.records[task.key] = rec
-                self.ran += 1
-                bar.update(1, note=f"{self._label(task)} on {task.scenario.key} seed {task.seed}: "
-                                   f"balanced {float(rec['final_scores']['balanced']):+.5f}")
-
-            executor.run(list(todo.values()), done)
-
-    def _label(self, task: _Task) -> str:
+    def _label(self, task: EpisodeTask) -> str:
         """The policy's name in the report, or what a tuning episode tries."""
         for e in self.entries:
             if e.instance is not None and e.instance.policy_id == task.instance.policy_id:
@@ -238,10 +271,6 @@ class _Evaluation:
             if inst is not None and inst.policy_id == task.instance.policy_id:
                 return f"{e.label} ({inst.describe})"
         return f"tuning {task.instance.describe}"
-
-    def _finals(self, sc: Scenario) -> dict[tuple[str, int], dict[str, float]]:
-        return {(pid, seed): rec["final_scores"] for (key, pid, seed), rec in self.records.items()
-                if key == sc.key}
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> EvaluationResult:
@@ -255,24 +284,25 @@ class _Evaluation:
         write_json_atomic(self.out / "config.json", cfg.model_dump(mode="json"))
         seeds, tune_seeds = list(cfg.seeds), list(cfg.tune_seeds)
         tuned_kinds = sorted({e.tuned for e in self.entries if e.tuned})
-        executor = _Executor(cfg, self.scenarios)
+        runner = EpisodeRunner(cfg, self.scenarios, self.out, self.records)
+        executor = runner.executor
         try:
-            phase1: list[_Task] = []
+            phase1: list[EpisodeTask] = []
             state: dict[tuple[str, str], dict[str, Any]] = {}
             for sc in self.scenarios:
                 for kind in tuned_kinds:
                     pairs, st = tuning.tuning_tasks(sc, kind, cfg.ratio_grid, tune_seeds, cfg.regmix_runs,
                                                     cfg.regmix_seed)
                     state[(sc.key, kind)] = st
-                    phase1 += [_Task(sc, inst, s) for inst, s in pairs]
+                    phase1 += [EpisodeTask(sc, inst, s) for inst, s in pairs]
                 for e in self.entries:
                     if e.tuned is None:
                         assert e.instance is not None
-                        phase1 += [_Task(sc, e.instance, s) for s in seeds]
-            self._collect(phase1, executor, "evaluating" if not tuned_kinds else "tuning + evaluating")
-            phase2: list[_Task] = []
+                        phase1 += [EpisodeTask(sc, e.instance, s) for s in seeds]
+            self._collect(phase1, runner, "evaluating" if not tuned_kinds else "tuning + evaluating")
+            phase2: list[EpisodeTask] = []
             for sc in self.scenarios:
-                finals = self._finals(sc)
+                finals = runner.finals(sc)
                 for kind in tuned_kinds:
                     st = state[(sc.key, kind)]
                     if kind == "best_fixed_ratio":
@@ -285,13 +315,13 @@ class _Evaluation:
                     for e in self.entries:
                         if e.tuned == kind:
                             e.tuned_instances[sc.key] = inst
-                    phase2 += [_Task(sc, inst, s) for s in seeds]
-            self._collect(phase2, executor, "evaluating tuned baselines")
+                    phase2 += [EpisodeTask(sc, inst, s) for s in seeds]
+            self._collect(phase2, runner, "evaluating tuned baselines")
             cpu = executor.cpu_seconds()
             workers_info = executor.workers_info
             retries = executor.retries
         finally:
-            executor.close()
+            runner.close()
         wall = time.perf_counter() - t0
         report = self._report(wall, cpu, workers_info, retries)
         from mixagent.evaluation.report import write_report

@@ -14,19 +14,30 @@ Per-domain inputs (``DOMAIN_INPUTS`` then, per lag ``j``, ``weight_rel_lagj`` an
 ``rel_change_step_lagj``) and global inputs (``GLOBAL_INPUTS`` then, per lag, the source share
 and the source/target scores of ``j`` steps ago). Before the first step a lag is all zeros —
 exactly what the environment shows after ``reset`` (weights 0, no change).
+
+Optional observation groups (``FeatureSpec.observation``, the env's ``observation.features``)
+append their features as inputs, as the environment gives them: ``alignment`` adds the
+per-domain ``align_source, align_target`` (cosines, already comparable across domain spaces and
+model sizes), ``benchmark_scores`` the global ``source_benchmark, target_benchmark``.
+Observation columns are selected *by name* from the observation's layout (v1's columns come
+first in every layout, each group's after them in a fixed order, so the layout follows from
+the two shapes): an agent trained on v1 observations acts on exactly the same numbers when the
+environment observes more, and an agent that needs a group says so when it is missing.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from mixagent.config import StrictModel
+from mixagent.envs.observation import FEATURE_GROUPS, V1_LAYOUT, FeatureLayout, feature_layout
+from mixagent.errors import ConfigError
 
 DOMAIN_INPUTS: tuple[str, ...] = ("weight_rel", "loss", "rel_change_base", "rel_change_step",
                                   "is_target")
@@ -38,42 +49,120 @@ LAG_GLOBAL = ("source_share", "source_score", "target_score")
 
 
 class FeatureSpec(StrictModel):
-    """How the agent's state is built from observations."""
+    """How the agent's state is built from observations.
+
+    ``observation``: the optional observation groups the agent uses as inputs (they must be on
+    in the environment's ``observation.features``); empty: the v1 inputs only.
+    """
 
     history: int = Field(default=3, ge=1, le=16,
                          description="observations in the state: the current one and history-1 past")
+    observation: list[Literal["alignment", "benchmark_scores"]] = Field(
+        default_factory=list, description="optional observation groups used as inputs")
+
+    @model_validator(mode="after")
+    def _unique(self) -> FeatureSpec:
+        if len(set(self.observation)) != len(self.observation):
+            raise ValueError(f"observation: a group is listed twice: {self.observation}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_observation(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``observation`` out when empty, so agents saved before it existed keep their
+        parameters' dump (policy ids and cached evaluation episodes are keyed by it)."""
+        out: dict[str, Any] = handler(self)
+        if not out.get("observation"):
+            out.pop("observation", None)
+        return out
+
+    @property
+    def extra(self) -> FeatureLayout:
+        """The observation features the optional groups add: (per domain, global)."""
+        layout = feature_layout(self.observation)
+        v1 = feature_layout()
+        return FeatureLayout(layout.domains[len(v1.domains):], layout.globals[len(v1.globals):])
 
 
 def domain_input_names(spec: FeatureSpec) -> list[str]:
-    return [*DOMAIN_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_DOMAIN)]
+    return [*DOMAIN_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_DOMAIN),
+            *spec.extra.domains]
 
 
 def global_input_names(spec: FeatureSpec) -> list[str]:
-    return [*GLOBAL_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_GLOBAL)]
+    return [*GLOBAL_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_GLOBAL),
+            *spec.extra.globals]
 
 
-def _step_features(obs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-domain (weight_rel, loss, rel_change_base, rel_change_step, is_target) and global
-    (progress, scores..., source_share) of one observation."""
+def _layouts() -> dict[tuple[int, int], FeatureLayout]:
+    """Every layout, keyed by its (per-domain, global) feature counts — unique, because each
+    group adds columns to one box only."""
+    groups = list(FEATURE_GROUPS)
+    out = {}
+    for mask in range(2 ** len(groups)):
+        lay = feature_layout([g for i, g in enumerate(groups) if mask >> i & 1])
+        out[(len(lay.domains), len(lay.globals))] = lay
+    assert len(out) == 2 ** len(groups), "two observation layouts have the same shapes"
+    return out
+
+
+_LAYOUTS = _layouts()
+
+
+def observation_widths() -> list[tuple[int, int]]:
+    """(per-domain, global) feature counts of every observation layout, v1's first."""
+    return sorted(_LAYOUTS, key=lambda w: (w != (len(V1_LAYOUT.domains), len(V1_LAYOUT.globals)), w))
+
+
+def observation_layout_of(obs: Mapping[str, np.ndarray]) -> FeatureLayout:
+    """The layout of an environment observation, from its two shapes (each optional group adds
+    columns to one of the two boxes, in a fixed order, so the shapes say which groups are on)."""
+    key = (int(np.shape(obs["domains"])[-1]), int(np.shape(obs["global"])[-1]))
+    if key not in _LAYOUTS:
+        raise ConfigError(f"an observation with {key[0]} per-domain and {key[1]} global features "
+                          "matches no observation layout of this mixagent version")
+    return _LAYOUTS[key]
+
+
+def _column(layout: FeatureLayout, name: str, where: str) -> int:
+    names = layout.domains if where == "domains" else layout.globals
+    if name not in names:
+        group = next(g for g, (d, gl) in FEATURE_GROUPS.items() if name in (*d, *gl))
+        raise ConfigError(f"the agent uses the observation feature {name!r}, which this "
+                          f"environment does not observe; add {group!r} to the env spec's "
+                          "observation.features")
+    return names.index(name)
+
+
+def _step_features(obs: Mapping[str, np.ndarray], spec: FeatureSpec | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-domain (weight_rel, loss, rel_change_base, rel_change_step, is_target, then the
+    groups' features) and global (progress, scores..., source_share, then the groups') of one
+    observation; observation columns are picked by name."""
     dom = np.asarray(obs["domains"], dtype=np.float64)
     glob = np.asarray(obs["global"], dtype=np.float64)
+    layout = observation_layout_of(obs)
     k = dom.shape[0]
-    w, loss, d_base, d_step, tgt = dom[:, 0], dom[:, 1], dom[:, 2], dom[:, 3], dom[:, 4]
+    w, loss, d_base, d_step, tgt = (dom[:, _column(layout, n, "domains")] for n in (
+        "weight", "loss", "loss_change_base", "loss_change_step", "is_target"))
     base = np.maximum(loss - d_base, 1e-6)
     prev = np.maximum(loss - d_step, 1e-6)
-    d = np.stack([w * k, loss, d_base / base, d_step / prev, tgt], axis=1)
+    extra = spec.extra if spec is not None else FeatureLayout((), ())
+    d = np.stack([w * k, loss, d_base / base, d_step / prev, tgt,
+                  *(dom[:, _column(layout, n, "domains")] for n in extra.domains)], axis=1)
     share = float(w[tgt < 0.5].sum())
-    g = np.concatenate([glob[:4], [share]])
+    g = np.concatenate([glob[[_column(layout, n, "global") for n in GLOBAL_INPUTS[:4]]], [share],
+                        glob[[_column(layout, n, "global") for n in extra.globals]]])
     return d, g
 
 
 def build_features(window: Sequence[Mapping[str, np.ndarray]], spec: FeatureSpec
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs from the last observations (oldest first, the current one last); float32."""
-    cur_d, cur_g = _step_features(window[-1])
+    cur_d, cur_g = _step_features(window[-1], spec)
     k = cur_d.shape[0]
-    dom = [cur_d]
-    glob = [cur_g]
+    nd, ng = len(DOMAIN_INPUTS), len(GLOBAL_INPUTS)
+    dom = [cur_d[:, :nd]]
+    glob = [cur_g[:ng]]
     for j in range(1, spec.history):
         if j < len(window):
             d, g = _step_features(window[-1 - j])
@@ -82,6 +171,8 @@ def build_features(window: Sequence[Mapping[str, np.ndarray]], spec: FeatureSpec
         else:
             dom.append(np.zeros((k, len(LAG_DOMAIN))))
             glob.append(np.zeros(len(LAG_GLOBAL)))
+    dom.append(cur_d[:, nd:])  # the optional groups' inputs, last (v1 inputs keep their columns)
+    glob.append(cur_g[ng:])
     return (np.concatenate(dom, axis=1).astype(np.float32),
             np.concatenate(glob).astype(np.float32))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from mixagent.config import StrictModel
 
@@ -119,11 +119,16 @@ class TaskSpec(StrictModel):
 
 
 class EvalSpec(StrictModel):
-    """Evaluation after every re-weighting step: fixed held-out sequences per domain + tasks."""
+    """Evaluation after every re-weighting step: fixed held-out sequences per domain + benchmarks.
+
+    ``tasks`` may also be written ``benchmarks`` (what they are since benchmarks generalised task
+    sets); either way the config dumps as ``tasks``, so the hashes of existing specs stay the same.
+    """
 
     sequences_per_domain: int = Field(default=4, gt=0)
     batch_size: int = Field(default=64, gt=0)
-    tasks: list[TaskSpec] = Field(default_factory=list)
+    tasks: list[TaskSpec] = Field(default_factory=list,
+                                  validation_alias=AliasChoices("tasks", "benchmarks"))
 
 
 class RuntimeSpec(StrictModel):

@@ -25,6 +25,7 @@ import torch
 from mixagent.data.manifest import DataDir
 from mixagent.data.sampler import MixtureSampler
 from mixagent.errors import MixagentError
+from mixagent.proxy.alignment import Aligner, AlignmentParams, FieldObjective
 from mixagent.proxy.base_model import BaseCheckpoint, moments_to_state
 from mixagent.proxy.config import CPTSpec, EvalSpec, RuntimeSpec
 from mixagent.proxy.evaluation import EvalResult, Evaluator
@@ -89,6 +90,8 @@ class ProxyEngine:
         self.lrs = lr_table(cpt.lr, cpt.total_steps)
         self.evaluator = Evaluator(data, self.domains, evaluation, cpt.seq_len, self.device)
         self.base_eval: EvalResult = self.evaluate()
+        self.aligner: Aligner | None = None  # see attach_alignment
+        self.base_alignment: np.ndarray | None = None
         self.sampler: MixtureSampler
         self.optimizer: torch.optim.Optimizer
         self.step = 0
@@ -139,6 +142,32 @@ class ProxyEngine:
         """Per-domain held-out losses and task metrics of the current model."""
         with thread_scope(self.threads):
             return self.evaluator(self.model)
+
+    def attach_alignment(self, objectives: list[FieldObjective], sequences: int,
+                         params: AlignmentParams) -> np.ndarray:
+        """Measure gradient alignment from now on (:meth:`evaluate_alignment`); returns the
+        base's, measured on the base parameters whatever the current step (restored after)."""
+        self.aligner = Aligner(self.data, self.domains, self.evaluator, objectives, sequences,
+                               params, self.cpt.seq_len, self.evaluator.batch_size)
+        at_base = self.step == 0 and all(torch.equal(v, self._base_state[k])
+                                         for k, v in self.model.state_dict().items())
+        live = None if at_base else {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if live is not None:
+            self.model.load_state_dict(self._base_state)
+        try:
+            self.base_alignment = self.evaluate_alignment()
+        finally:
+            if live is not None:
+                self.model.load_state_dict(live)
+        return self.base_alignment
+
+    def evaluate_alignment(self) -> np.ndarray | None:
+        """Per-domain gradient cosines with each field objective on the current model
+        (``[K, 2]``), or None without :meth:`attach_alignment`. Changes no state."""
+        if self.aligner is None:
+            return None
+        with thread_scope(self.threads):
+            return self.aligner(self.model)
 
     # -- state -----------------------------------------------------------------------------------
     def snapshot(self) -> EngineSnapshot:

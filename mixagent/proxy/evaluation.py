@@ -16,7 +16,16 @@ Everything evaluated is read and tokenized once, at construction, into device te
   forward pass instead of one per generated token, and equals greedy decoding whenever the model
   emits the tokenizer's own segmentation of the answer (a test checks it against real decoding).
   The same pass gives ``answer_loss``, the mean NLL of the answer tokens, a smooth companion
-  metric that moves long before exact match does on a small proxy.
+  metric that moves long before exact match does on a small proxy. Its negation is
+  ``answer_logprob`` (the mean log-probability per answer token of each item, averaged over
+  items; the Data Mixing Agent's signal, higher is better), which reward terms may name: it is
+  derived from ``answer_loss`` (:func:`~mixagent.data.manifest.metric_value`), not reported.
+* **Text benchmarks** (``kind: text``): the first ``examples`` documents, each followed by EOS
+  as in a shard, concatenated and cut into whole ``seq_len`` sequences (a held-out domain's
+  chunking, every chunk used); ``loss`` is their mean per-token loss.
+
+Benchmarks and the older task sets are named alike in ``eval.tasks`` (a task set is a ``qa``
+benchmark); :data:`EVAL_METRICS` lists what each kind reports.
 """
 
 from __future__ import annotations
@@ -35,6 +44,11 @@ from mixagent.errors import DataError
 from mixagent.proxy.config import EvalSpec
 
 TASK_METRICS = ("exact_match", "answer_loss")
+"""What an evaluation reports for a ``qa`` benchmark (and a task set); ``answer_logprob`` is
+derived from ``answer_loss`` (:func:`~mixagent.data.manifest.metric_value`)."""
+EVAL_METRICS: dict[str, tuple[str, ...]] = {"qa": TASK_METRICS, "text": ("loss",)}
+"""What an evaluation reports per benchmark kind (reward terms may name any metric of
+:data:`~mixagent.data.manifest.BENCHMARK_METRICS`)."""
 
 
 @dataclass
@@ -112,6 +126,30 @@ class _TaskTensors:
         return int(self.tokens.shape[0])
 
 
+class _TextTensors:
+    """A text benchmark's documents as whole ``seq_len`` sequences (EOS after each document)."""
+
+    def __init__(self, name: str, rows: list[dict[str, Any]], tokenizer: Any, eos: int,
+                 seq_len: int, device: torch.device):
+        texts = []
+        for i, row in enumerate(rows):
+            if not isinstance(row.get("text"), str):
+                raise DataError(f"benchmark {name!r} row {i}: needs a string 'text' field")
+            texts.append(row["text"])
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        flat = np.fromiter((t for doc in ids for t in (*doc, eos)), dtype=np.int64)
+        n = flat.size // seq_len
+        if n == 0:
+            raise DataError(f"benchmark {name!r}: its {len(texts)} documents hold {flat.size} "
+                            f"tokens, fewer than one sequence of {seq_len}; raise its "
+                            "'examples' in eval.tasks or add longer documents")
+        self.name = name
+        self.tokens = torch.from_numpy(flat[: n * seq_len].reshape(n, seq_len)).to(device)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
 class Evaluator:
     """Scores a model on fixed held-out sequences per domain and on the spec's task sets."""
 
@@ -134,51 +172,88 @@ class Evaluator:
         self.tokens = torch.from_numpy(np.concatenate(rows)).to(device)
         self.domain_ids = torch.from_numpy(np.concatenate(dom_ids)).to(device)
         self.counts = torch.bincount(self.domain_ids, minlength=len(self.domains)).double()
-        self.tasks: list[_TaskTensors] = []
-        if spec.tasks:
-            tok = data.tokenizer
-            eos = data.manifest.tokenizer.eos_token_id
+        self.tasks: list[_TaskTensors] = []  # qa benchmarks and task sets
+        self.texts: list[_TextTensors] = []  # text benchmarks
+        self.benchmark_names = [t.name for t in spec.tasks]  # the order of EvalResult.tasks
+        kinds = {t.name: data.benchmark(t.name).kind for t in spec.tasks}
+        tok: Any = data.tokenizer if spec.tasks else None  # loading it costs; only when needed
+        eos = data.manifest.tokenizer.eos_token_id
+        word_chars = torch.zeros(0, dtype=torch.bool, device=device)
+        if "qa" in kinds.values():
             vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
             words = [bool(tok.convert_tokens_to_string([v])[:1].isalnum()) if v else False
                      for v in vocab]
             words[eos] = False
             word_chars = torch.tensor(words, dtype=torch.bool, device=device)
-            for t in spec.tasks:
-                rows_t = data.task_examples(t.name)[: t.examples]
-                if not rows_t:
-                    raise DataError(f"task {t.name!r} has no examples")
+        for t in spec.tasks:
+            rows_t = data.benchmark_rows(t.name)[: t.examples]
+            if not rows_t:
+                raise DataError(f"task {t.name!r} has no examples")
+            if kinds[t.name] == "text":
+                self.texts.append(_TextTensors(t.name, rows_t, tok, eos, seq_len, device))
+            else:
                 self.tasks.append(_TaskTensors(t.name, rows_t, tok, eos, seq_len, device,
                                                word_chars, t.delimiter))
 
     @property
     def num_tokens(self) -> int:
         """Tokens read by one evaluation (held-out sequences plus task batches)."""
-        return int(self.tokens.numel() + sum(t.tokens.numel() for t in self.tasks))
+        return int(self.tokens.numel() + sum(t.tokens.numel() for t in self.tasks)
+                   + sum(t.tokens.numel() for t in self.texts))
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> EvalResult:
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()
-        seq_loss = torch.empty(self.tokens.shape[0], device=self.device)
-        for i in range(0, self.tokens.shape[0], self.batch_size):
-            x = self.tokens[i : i + self.batch_size]
+        seq_loss = self.sequence_losses(model, self.tokens)
+        sums = torch.zeros(len(self.domains), dtype=torch.float64, device=self.device)
+        sums.index_add_(0, self.domain_ids, seq_loss.double())
+        losses = (sums / self.counts).cpu().numpy()
+        scored = {t.name: self._task(model, t) for t in self.tasks}
+        scored.update({t.name: self._text(model, t) for t in self.texts})
+        tasks = {name: scored[name] for name in self.benchmark_names}
+        if was_training:
+            model.train()
+        return EvalResult(losses, tasks, time.perf_counter() - t0)
+
+    def sequence_losses(self, model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of each row of ``tokens``, ``batch_size`` rows per pass."""
+        seq_loss = torch.empty(tokens.shape[0], device=self.device)
+        for i in range(0, tokens.shape[0], self.batch_size):
+            x = tokens[i : i + self.batch_size]
             logits = model(input_ids=x[:, :-1], use_cache=False).logits
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                   reduction="none")  # flat: a transposed layout is slow on CPU
             seq_loss[i : i + x.shape[0]] = nll.view(x.shape[0], -1).mean(dim=1)
-        sums = torch.zeros(len(self.domains), dtype=torch.float64, device=self.device)
-        sums.index_add_(0, self.domain_ids, seq_loss.double())
-        losses = (sums / self.counts).cpu().numpy()
-        tasks = {t.name: self._task(model, t) for t in self.tasks}
-        if was_training:
-            model.train()
-        return EvalResult(losses, tasks, time.perf_counter() - t0)
+        return seq_loss
 
     def _task(self, model: torch.nn.Module, t: _TaskTensors) -> dict[str, float]:
         correct, nll = self.per_example(model, t)
         return {"exact_match": float(correct.double().mean()),
                 "answer_loss": float(nll.double().mean())}
+
+    def _text(self, model: torch.nn.Module, t: _TextTensors) -> dict[str, float]:
+        # every sequence has seq_len - 1 predicted tokens: the mean of means is the token mean
+        return {"loss": float(self.sequence_losses(model, t.tokens).double().mean())}
+
+    def benchmark_tensors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A benchmark's loss as token ids ``[B, L]`` and weights ``[B, L-1]`` over the predicted
+        positions (summing to 1), so that ``Σ weights · next-token NLL`` is the loss its metrics
+        measure: a qa benchmark's ``answer_loss`` (each item's mean answer-token NLL, averaged
+        over items), a text benchmark's ``loss``. The gradient-alignment features
+        (:mod:`mixagent.proxy.alignment`) differentiate it; defined here, beside the tensors."""
+        for t in self.tasks:
+            if t.name == name:
+                m = t.answer_mask.double()
+                w = m / m.sum(dim=1, keepdim=True) / m.shape[0]
+                return t.tokens, w.float()
+        for x in self.texts:
+            if x.name == name:
+                n, seq = x.tokens.shape
+                return x.tokens, torch.full((n, seq - 1), 1.0 / (n * (seq - 1)), device=self.device)
+        raise KeyError(f"benchmark {name!r} is not evaluated; evaluated: "
+                       f"{', '.join(self.benchmark_names) or 'none'}")
 
     def per_example(self, model: torch.nn.Module,
                     t: _TaskTensors) -> tuple[torch.Tensor, torch.Tensor]:

@@ -195,11 +195,12 @@ class Brancher:
         losses = trainer.train(torch.stack(batches).to(eng.device), lrs).mean(dim=1).cpu().numpy()
         t_train = time.perf_counter() - t0
         results = trainer.evaluate()
+        alignments = trainer.alignment()
         t_total = time.perf_counter() - t0
         out, ends = [], []
         for i in range(k):
             res = results[i]
-            st = env.transitions.step(snap.state, weights[i], res.losses, res.tasks)
+            st = env.transitions.step(snap.state, weights[i], res.losses, res.tasks, alignments[i])
             info = env.info(st.state, tokens=snap.engine.tokens + steps * b * seq,
                             wall=t_total / k, train=t_train / k,
                             evaluation=(t_total - t_train) / k, train_loss=float(losses[i]))

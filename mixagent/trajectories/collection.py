@@ -1,6 +1,8 @@
 """Orchestrating a collection: the episode queue, Ray actors, retries, resume, the card.
 
-``collect`` resolves the env spec (cheap), fixes the collection's identity (env-spec hash +
+``collect`` resolves the env spec (cheap) — or loads a scenario family (a file with a top-level
+``family:`` key; :mod:`mixagent.envs.family`), whose scenario of episode ``i`` every worker
+samples from (seed, i) — fixes the collection's identity (env-spec or family hash +
 explorers + branching + seed), prepares the output folder (refusing a foreign one), validates the
 shards already there, and collects the missing episodes — in this process for ``workers=1``
 (no Ray), else on a pool of Ray actors, one environment each. Every finished episode is written
@@ -40,11 +42,12 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from mixagent.config import StrictModel
+from mixagent.envs.family import is_family_file, load_family
 from mixagent.errors import ConfigError
 from mixagent.trajectories.branching import BranchConfig
 from mixagent.trajectories.explorers import ExplorerFactory, is_stochastic, make_explorer, parse_explorers
-from mixagent.trajectories.identity import CollectionIdentity, resolved_spec_hash
-from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, observation_layout, schema_table_markdown
+from mixagent.trajectories.identity import CollectionIdentity, family_hash, resolved_spec_hash
+from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, env_observation_layout, schema_table_markdown
 from mixagent.trajectories.storage import (
     CARD_FORMAT,
     COLLECTION_ENTRIES,
@@ -75,7 +78,8 @@ log = logging.getLogger(__name__)
 class CollectConfig(StrictModel):
     """A trajectory collection (``mixagent collect``); see docs/TRAJECTORIES.md."""
 
-    env_spec: str = Field(description="path of the env spec YAML")
+    env_spec: str = Field(description="path of the env spec YAML, or of a scenario family YAML "
+                                      "(top-level 'family:'): one scenario sampled per episode")
     out: str = Field(description="collection folder (trajectories/NAME)")
     episodes: int = Field(ge=1, description="episodes 0..N-1 are collected")
     workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
@@ -90,6 +94,8 @@ class CollectConfig(StrictModel):
         default=None, gt=0, description="torch threads per Ray actor (default: its CPU share)")
     address: str | None = Field(default=None, description="Ray cluster to join (else RAY_ADDRESS)")
     max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
+    env_cache: int = Field(default=4, ge=1, description="family: environments (scenarios) each "
+                           "worker keeps for reuse")
     progress: bool | None = Field(default=None, description="progress bar (default: on a terminal)")
     fault: FaultInjection | None = Field(default=None, description="testing only")
 
@@ -149,9 +155,15 @@ class _Collection:
                 raise ConfigError(f"branch alternatives 'explorer' need explorers whose proposals "
                                   f"are random; {', '.join(lazy)} would propose the same action K "
                                   "times (use alternatives 'perturb' or 'auto')")
-        self.resolved = resolve_spec(config.env_spec)
+        self.family: Any = None  # a ScenarioFamily, when env_spec is a family file
+        if is_family_file(config.env_spec):
+            self.family = load_family(config.env_spec)
+            self.resolved = resolve_spec(self.family.base)
+            self.spec_hash = family_hash(self.family, self.resolved.data.manifest)
+        else:
+            self.resolved = resolve_spec(config.env_spec)
+            self.spec_hash = resolved_spec_hash(self.resolved)
         spec = self.resolved.spec
-        self.spec_hash = resolved_spec_hash(self.resolved)
         self.identity = CollectionIdentity(
             env_spec_hash=self.spec_hash, explorers=[f"{c.spec}@{c.weight:g}" for c in choices],
             seed=config.seed, branch=config.branch.identity())
@@ -164,7 +176,8 @@ class _Collection:
             spec_root=str(spec.root), spec_hash=self.spec_hash, collection_hash=self.config_hash,
             collection_id=self.collection_id, explorers=[(c.spec, c.weight) for c in choices],
             seed=config.seed, branch=config.branch, threads=threads, env_vars=env_vars,
-            fault=config.fault)
+            fault=config.fault, env_cache=config.env_cache,
+            family=self.family.to_dict() if self.family is not None else None)
         self.result = CollectResult(self.out)
 
     # -- folder ------------------------------------------------------------------------------------
@@ -172,8 +185,10 @@ class _Collection:
         return {"format": COLLECTION_FORMAT, "schema": SCHEMA_TAG,
                 "collection_id": self.collection_id, "config_hash": self.config_hash,
                 "env_spec_hash": self.spec_hash, "identity": self.identity.model_dump(mode="json"),
-                "env_spec_name": self.resolved.spec.name,
-                "domain_names": list(self.resolved.domains),
+                "env_spec_name": self.family.name if self.family else self.resolved.spec.name,
+                "scenario_family": self.family is not None,
+                # a family's domains differ by scenario: see the card's scenarios
+                "domain_names": [] if self.family else list(self.resolved.domains),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def _foreign_error(self) -> TrajectoryError:
@@ -209,6 +224,8 @@ class _Collection:
         else:
             spec_dump = {"origin": self.resolved.spec.origin,
                          "spec": self.resolved.spec.model_dump(mode="json")}
+            if self.family is not None:  # no "spec": no reader may take the base for the MDP
+                spec_dump = {"origin": self.family.origin, "family": self.family.to_dict()}
             write_collection(out, self._collection_record(), spec_dump)
         scan = scan_shards(out, spec_hash=self.spec_hash, config_hash=self.config_hash)
         if scan.temporary:
@@ -321,7 +338,7 @@ class _Collection:
     def _write_card(self) -> None:
         try:
             card, readme = build_card(self.out, self._collection_record(), self.resolved,
-                                      self.config, self.result)
+                                      self.config, self.result, self.family)
             write_card(self.out, card, readme)
         except Exception as err:  # the card must never hide the collection's own error
             log.warning("could not write the dataset card of %s: %s", self.out, err)
@@ -333,15 +350,19 @@ def _mismatch(out: Path, found: dict[str, Any], mine: dict[str, Any]) -> str:
              if theirs.get(k) != mine.get(k)]
     what = "; ".join(diffs) or "config hash differs"
     return (f"{out} holds a different collection ({what}); use another --out, or the same "
-            "env spec, explorers, branching and seed to resume it")
+            "env spec (or scenario family), explorers, branching and seed to resume it")
 
 
 # -- the dataset card --------------------------------------------------------------------------------
 def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: CollectConfig,
-               result: CollectResult) -> tuple[dict[str, Any], str]:
-    """The card (JSON) and README of a collection, from the shards on disk and this run."""
+               result: CollectResult, family: Any = None) -> tuple[dict[str, Any], str]:
+    """The card (JSON) and README of a collection, from the shards on disk and this run.
+
+    ``family``: the collection's :class:`~mixagent.envs.family.ScenarioFamily`; ``resolved`` is
+    then its base, and the card describes each scenario collected (``scenarios``) instead of
+    one env spec.
+    """
     from mixagent.data.space import DomainSpace
-    from mixagent.envs.observation import DOMAIN_FEATURES, GLOBAL_FEATURES
 
     stats = _shard_stats(out, collection["env_spec_hash"], collection["config_hash"])
     previous = read_card(out)
@@ -365,6 +386,20 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
         "host": platform.node(),
     })
     spec = resolved.spec
+    env_spec: dict[str, Any] = {"name": spec.name, "origin": spec.origin,
+                                "spec": spec.model_dump(mode="json"),
+                                "data_content_hash": resolved.data.manifest.content_hash}
+    layout = env_observation_layout(spec.observation.features, len(resolved.domains))
+    scenarios: dict[str, Any] = {}
+    if family is not None:
+        # no "spec" key: a reader must not take the base for the MDP of every row
+        env_spec = {"name": family.name, "origin": family.origin, "family": family.to_dict(),
+                    "data_content_hash": resolved.data.manifest.content_hash}
+        scenarios = _scenario_cards(family, config.seed, stats["scenarios"])
+        layout = {**env_observation_layout(spec.observation.features, 0),
+                  "note": "K (domains) differs by scenario; see scenarios.<id>.observation_layout"}
+        layout["domains"]["shape"][0] = None
+        layout["size"] = None
     card = {
         "format": CARD_FORMAT,
         "name": out.name,
@@ -372,15 +407,12 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
         "collection_id": collection["collection_id"],
         "config_hash": collection["config_hash"],
         "env_spec_hash": collection["env_spec_hash"],
-        "env_spec": {"name": spec.name, "origin": spec.origin, "spec": spec.model_dump(mode="json"),
-                     "data_content_hash": resolved.data.manifest.content_hash},
+        "env_spec": env_spec,
         "collection": collection["identity"],
-        "domain_names": list(resolved.domains),
-        # fields, roles and token counts as the env saw them: what a policy trained on these
-        # trajectories records as its domain space (read back, never guessed from names)
-        "domain_space": DomainSpace.from_env(resolved).to_dict(),
-        "observation_layout": observation_layout(list(DOMAIN_FEATURES), list(GLOBAL_FEATURES),
-                                                 len(resolved.domains)),
+        "domain_names": [] if family is not None else list(resolved.domains),
+        "observation_layout": layout,
+        "scenario_family": family is not None,
+        "scenarios": scenarios,
         "columns": [{"name": n, "type": str(t), "meaning": d} for n, t, d in COLUMNS],
         "counts": stats["counts"],
         "returns": stats["returns"],
@@ -393,7 +425,37 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
                      "python": platform.python_version()},
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if family is None:
+        # fields, roles and token counts as the env saw them: what a policy trained on these
+        # trajectories records as its domain space (read back, never guessed from names)
+        card["domain_space"] = DomainSpace.from_env(resolved).to_dict()
     return card, _readme(card)
+
+
+def _scenario_cards(family: Any, seed: int, found: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each collected scenario once: its env-spec hash, episodes, full sampled spec, domains,
+    domain space and observation layout (re-sampled from (seed, its first episode): pure)."""
+    from mixagent.data.space import DomainSpace
+    from mixagent.envs.setup import resolve_spec
+
+    out: dict[str, Any] = {}
+    for sid, rec in sorted(found.items()):
+        scenario = family.scenario(seed, rec["episodes"][0])
+        entry: dict[str, Any] = {"env_spec_hash": rec["env_spec_hash"],
+                                 "episodes": rec["episodes"], "choices": scenario.choices,
+                                 "spec": scenario.spec.model_dump(mode="json")}
+        if scenario.id != sid:  # the family changed under a finished collection: say so
+            entry["warning"] = f"episode {rec['episodes'][0]} now samples {scenario.id}"
+        try:
+            resolved = resolve_spec(scenario.spec)
+            entry["domain_names"] = list(resolved.domains)
+            entry["domain_space"] = DomainSpace.from_env(resolved).to_dict()
+            entry["observation_layout"] = env_observation_layout(
+                scenario.spec.observation.features, len(resolved.domains))
+        except Exception as err:  # the card lists what it can
+            entry["warning"] = f"could not resolve the scenario: {err}"
+        out[sid] = entry
+    return out
 
 
 def _version(package: str) -> str:
@@ -408,7 +470,8 @@ def _version(package: str) -> str:
 def _shard_stats(out: Path, spec_hash: str, config_hash: str) -> dict[str, Any]:
     from mixagent.trajectories.storage import SHARDS_DIR, episode_of
 
-    cols = ["episode", "rewards", "is_continuation", "explorer", "wall_time"]
+    cols = ["episode", "rewards", "is_continuation", "explorer", "wall_time", "scenario",
+            "env_spec_hash"]
     tables, bad = [], 0
     folder = out / SHARDS_DIR
     for p in sorted(folder.glob("episode-*.parquet")) if folder.is_dir() else []:
@@ -422,6 +485,7 @@ def _shard_stats(out: Path, spec_hash: str, config_hash: str) -> dict[str, Any]:
               "branch_transitions": 0, "bad_shards": bad}
     returns: dict[str, Any] = {}
     explorers: dict[str, int] = {}
+    scenarios: dict[str, dict[str, Any]] = {}
     seconds = 0.0
     if tables:
         t = pa.concat_tables(tables)
@@ -439,8 +503,14 @@ def _shard_stats(out: Path, spec_hash: str, config_hash: str) -> dict[str, Any]:
                    "note": "return of each episode's continued path (sum of its rewards)"}
         of_episode = dict(zip(t["episode"].to_pylist(), t["explorer"].to_pylist(), strict=True))
         explorers = dict(collections.Counter(of_episode.values()))
+        scenario_of = dict(zip(t["episode"].to_pylist(),
+                               zip(t["scenario"].to_pylist(), t["env_spec_hash"].to_pylist(),
+                                   strict=True), strict=True))
+        for ep, (sid, h) in sorted(scenario_of.items()):
+            if sid:
+                scenarios.setdefault(sid, {"env_spec_hash": h, "episodes": []})["episodes"].append(ep)
     return {"counts": counts, "returns": returns, "explorers": explorers,
-            "transition_seconds": round(seconds, 3)}
+            "scenarios": scenarios, "transition_seconds": round(seconds, 3)}
 
 
 def _readme(card: dict[str, Any]) -> str:
@@ -451,7 +521,8 @@ def _readme(card: dict[str, Any]) -> str:
     lines = [
         f"# Trajectories: {card['name']}",
         "",
-        f"Data-mixing trajectories collected by mixagent on the env spec **{card['env_spec']['name']}** "
+        f"Data-mixing trajectories collected by mixagent on the "
+        f"{'scenario family' if card['scenario_family'] else 'env spec'} **{card['env_spec']['name']}** "
         f"(`{card['env_spec']['origin']}`), spec hash `{card['env_spec_hash']}`, collection config "
         f"hash `{card['config_hash']}`. Schema `{card['schema']}` (Parquet, one shard per episode).",
         "",
@@ -464,6 +535,9 @@ def _readme(card: dict[str, Any]) -> str:
         f"- episode return (continued path): {ret_line}",
         f"- compute: {comp['transition_seconds']:.1f} s in transitions, {comp['cpu_seconds']:.1f} "
         f"allocated CPU-seconds over {len(comp['runs'])} run(s)",
+        (f"- scenario family **{card['env_spec']['name']}**: {len(card['scenarios'])} scenario(s) "
+         "collected, one per episode (the `scenario` column; each scenario's spec, domains and "
+         "env-spec hash under `scenarios` in card.json)") if card["scenario_family"] else
         f"- domains ({len(card['domain_names'])}): {', '.join(card['domain_names'])}",
         "",
         "Load with `mixagent.trajectories.load(\"<this folder>\")`; summarise with "

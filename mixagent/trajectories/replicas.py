@@ -347,16 +347,7 @@ class ReplicaTrainer:
         self.rm.model.eval()
         try:
             k = self.k
-            n = ev.tokens.shape[0]
-            seq_loss = torch.empty(k, n, device=ev.tokens.device)
-            for i in range(0, n, ev.batch_size):
-                x = ev.tokens[i : i + ev.batch_size]
-                logits = self.rm(x[:, :-1].repeat(k, 1))
-                # row-major (tokens, vocab) layout: same values as the engine's transposed call,
-                # ~2.5x faster on CPU
-                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                      x[:, 1:].repeat(k, 1).reshape(-1), reduction="none")
-                seq_loss[:, i : i + x.shape[0]] = nll.view(k * x.shape[0], -1).mean(dim=1).view(k, -1)
+            seq_loss = self._sequence_losses(ev, ev.tokens)
             sums = torch.zeros(k, len(ev.domains), dtype=torch.float64, device=seq_loss.device)
             sums.index_add_(1, ev.domain_ids, seq_loss.double())
             losses = (sums / ev.counts).cpu().numpy()
@@ -364,10 +355,45 @@ class ReplicaTrainer:
             for t in ev.tasks:
                 for r, metrics in enumerate(self._task(ev, t)):
                     tasks[r][t.name] = metrics
+            for x in ev.texts:  # text benchmarks: the mean loss of their sequences
+                text_loss = self._sequence_losses(ev, x.tokens).double().mean(dim=1)
+                for r in range(k):
+                    tasks[r][x.name] = {"loss": float(text_loss[r])}
+            tasks = [{name: tr[name] for name in ev.benchmark_names} for tr in tasks]
         finally:
             self.rm.model.train()
         share = (time.perf_counter() - t0) / k
         return [EvalResult(losses[r].copy(), tasks[r], share) for r in range(k)]
+
+    def _sequence_losses(self, ev: Any, tokens: torch.Tensor) -> torch.Tensor:
+        """``[K, rows]``: each replica's mean next-token loss of each row of ``tokens`` (held-out
+        sequences, a text benchmark's), ``ev.batch_size`` rows per folded pass."""
+        k = self.k
+        out = torch.empty(k, tokens.shape[0], device=tokens.device)
+        for i in range(0, tokens.shape[0], ev.batch_size):
+            x = tokens[i : i + ev.batch_size]
+            logits = self.rm(x[:, :-1].repeat(k, 1))
+            # row-major (tokens, vocab) layout: same values as the engine's transposed call,
+            # ~2.5x faster on CPU
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                  x[:, 1:].repeat(k, 1).reshape(-1), reduction="none")
+            out[:, i : i + x.shape[0]] = nll.view(k * x.shape[0], -1).mean(dim=1).view(k, -1)
+        return out
+
+    def alignment(self) -> list[np.ndarray | None]:
+        """Each replica's alignment features (``[K_domains, 2]``; None when the engine measures
+        none), by the engine's own :class:`~mixagent.proxy.alignment.Aligner` on the engine's
+        model with the replica's parameters swapped in (restored after). Gradients per replica
+        are not folded: the alignment costs what K sequential steps' would."""
+        eng = self.engine
+        if eng.aligner is None:
+            return [None] * self.k
+        out = []
+        for r in range(self.k):
+            named = {n: self.rm.replica_tensor(n, r) for n, _ in eng.model.named_parameters()}
+            with _swapped(eng.model, named):
+                out.append(eng.evaluate_alignment())
+        return out
 
     def _task(self, ev: Any, t: Any) -> list[dict[str, float]]:
         """Each replica's task metrics, by the proxy's own exact-match definition

@@ -18,13 +18,21 @@ resume tests and dataset comparisons use :data:`DETERMINISTIC_COLUMNS`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-#: bump when a column is added, removed or changes meaning; readers refuse other versions
-SCHEMA_VERSION = 1
+#: bump when a column is added, removed or changes meaning; readers refuse other versions,
+#: except the older ones listed in :data:`READABLE_TAGS` (upgraded on read)
+SCHEMA_VERSION = 2
 SCHEMA_TAG = f"mixagent.trajectories/{SCHEMA_VERSION}"
+#: version 1 lacks ``scenario`` (collections of one env spec, before scenario families): its
+#: shards are read with ``scenario = ""``, so collections and agents shipped before stay usable
+SCHEMA_TAG_V1 = "mixagent.trajectories/1"
+READABLE_TAGS: tuple[str, ...] = (SCHEMA_TAG, SCHEMA_TAG_V1)
+#: columns a version-1 shard lacks, with the value they get on read
+V1_MISSING: dict[str, str] = {"scenario": ""}
 
 #: Parquet key-value metadata keys written into every shard's footer
 META_SCHEMA = b"mixagent.schema"
@@ -68,7 +76,10 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("train_loss", pa.float64(), "mean training loss over the step's optimizer steps"),
     ("tokens", pa.int64(), "tokens trained in the episode up to and including this step"),
     ("domain_names", pa.list_(pa.string()), "domains in action / observation order"),
-    ("env_spec_hash", pa.string(), "hash of the env spec (semantics + data content)"),
+    ("env_spec_hash", pa.string(), "hash of the env spec (semantics + data content); in a "
+     "family collection, of the episode's scenario"),
+    ("scenario", pa.string(), "scenario id ('<family>-<8 hex>') of a family collection's episode; "
+     "'' for a collection of one env spec"),
     ("explorer", pa.string(), "explorer that chose this episode's actions"),
     ("env_seed", pa.int64(), "the env's reset seed for this episode"),
     ("explorer_seed", pa.int64(), "the explorer's seed for this episode"),
@@ -87,6 +98,25 @@ DETERMINISTIC_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in COLUMNS if c not
 def arrow_schema() -> pa.Schema:
     """The Arrow schema of a shard (without the per-shard footer metadata)."""
     return pa.schema([pa.field(name, typ, nullable=False) for name, typ, _ in COLUMNS])
+
+
+def upgrade_table(table: pa.Table, tag: str, columns: list[str] | None = None) -> pa.Table:
+    """A table read from a shard of an older readable schema, in the current one.
+
+    Only version 1 is older: its rows get ``scenario = ""`` (they come from one env spec). The
+    column goes where the current schema has it, so full reads match :func:`arrow_schema`;
+    ``columns``: only those were read (a missing one is added only if asked for).
+    """
+    if tag == SCHEMA_TAG:
+        return table
+    names = [n for n, _, _ in COLUMNS]
+    for col, value in V1_MISSING.items():
+        if col in table.column_names or (columns is not None and col not in columns):
+            continue
+        pos = sum(1 for n in names[: names.index(col)] if n in table.column_names)
+        table = table.add_column(pos, pa.field(col, pa.string(), nullable=False),
+                                 pa.array([value] * table.num_rows, pa.string()))
+    return table
 
 
 def shard_metadata(spec_hash: str, config_hash: str, episode: int) -> dict[bytes, bytes]:
@@ -130,6 +160,20 @@ def observation_layout(domain_features: list[str], global_features: list[str],
         "global": {"shape": [len(global_features)], "features": global_features},
         "size": num_domains * len(domain_features) + len(global_features),
     }
+
+
+def env_observation_layout(features: Sequence[str], num_domains: int) -> dict[str, Any]:
+    """The card's layout of an env whose ``observation.features`` are ``features``: the feature
+    names from the env's own definition (:func:`mixagent.envs.observation.feature_layout`), so
+    a collection with the optional groups on records them, and one without records exactly
+    v1's layout (no ``groups`` key)."""
+    from mixagent.envs.observation import FEATURE_GROUPS, feature_layout
+
+    lay = feature_layout(features)
+    out = observation_layout(list(lay.domains), list(lay.globals), num_domains)
+    if features:
+        out["groups"] = [g for g in FEATURE_GROUPS if g in features]
+    return out
 
 
 def schema_table_markdown() -> str:

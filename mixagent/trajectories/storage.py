@@ -42,8 +42,11 @@ from mixagent.trajectories.schema import (
     META_EPISODE,
     META_SCHEMA,
     META_SPEC_HASH,
+    READABLE_TAGS,
     SCHEMA_TAG,
+    V1_MISSING,
     arrow_schema,
+    upgrade_table,
 )
 from mixagent.utils.io import LockHeld, exclusive_lock, write_json_atomic
 
@@ -136,8 +139,12 @@ def read_shard(path: Path, *, spec_hash: str | None = None, config_hash: str | N
     named = episode_of(path)
     if named is not None and named != episode:
         raise TrajectoryError(f"{path}: holds episode {episode} but is named for episode {named}")
+    tag = _tag(schema)
+    read = columns
+    if tag != SCHEMA_TAG and columns is not None:  # an older schema: read what it has
+        read = [c for c in columns if c not in V1_MISSING]
     try:
-        table = pf.read(columns=columns)
+        table = upgrade_table(pf.read(columns=read), tag, columns)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise TrajectoryError(f"{path}: cannot read the data (corrupt?): {err}") from None
     if columns is None:
@@ -149,6 +156,9 @@ def check_table(table: pa.Table, where: str | Path, *, spec_hash: str | None,
                 config_hash: str | None, episode: int) -> None:
     """Validate an in-memory shard table (what a worker returned) before it is written."""
     found = check_header(where, table.schema, spec_hash=spec_hash, config_hash=config_hash)
+    if _tag(table.schema) != SCHEMA_TAG:
+        raise TrajectoryError(f"{where}: schema {_tag(table.schema)!r}; new shards are written "
+                              f"in {SCHEMA_TAG!r}")
     if found != episode:
         raise TrajectoryError(f"{where}: holds episode {found}, expected {episode}")
     check_rows(where, table, episode)
@@ -158,14 +168,14 @@ def check_header(where: str | Path, schema: pa.Schema, *, spec_hash: str | None,
                  config_hash: str | None) -> int:
     """Schema tag, columns and hashes of a shard's schema; returns the episode it holds."""
     meta = schema.metadata or {}
-    tag = meta.get(META_SCHEMA, b"").decode(errors="replace")
+    tag = _tag(schema)
     if not tag:
         raise TrajectoryError(f"{where}: no mixagent schema tag in the footer; not a mixagent "
                               "trajectory shard")
-    if tag != SCHEMA_TAG:
+    if tag not in READABLE_TAGS:
         raise TrajectoryError(f"{where}: schema {tag!r}, this mixagent reads {SCHEMA_TAG!r}; "
                               "re-collect or use the mixagent version that wrote it")
-    _check_columns(where, schema)
+    _check_columns(where, schema, tag)
     found_spec = meta.get(META_SPEC_HASH, b"").decode()
     if spec_hash is not None and found_spec != spec_hash:
         raise TrajectoryError(f"{where}: foreign shard: env-spec hash {found_spec}, expected "
@@ -180,8 +190,14 @@ def check_header(where: str | Path, schema: pa.Schema, *, spec_hash: str | None,
         raise TrajectoryError(f"{where}: unreadable episode index in the footer") from None
 
 
-def _check_columns(path: str | Path, schema: pa.Schema) -> None:
+def _tag(schema: pa.Schema) -> str:
+    return (schema.metadata or {}).get(META_SCHEMA, b"").decode(errors="replace")
+
+
+def _check_columns(path: str | Path, schema: pa.Schema, tag: str = SCHEMA_TAG) -> None:
     want = arrow_schema()
+    if tag != SCHEMA_TAG:  # an older readable schema: without the columns added since
+        want = pa.schema([f for f in want if f.name not in V1_MISSING])
     have = {f.name: f.type for f in schema}
     missing = [f.name for f in want if f.name not in have]
     wrong = [f"{f.name} ({have[f.name]} instead of {f.type})" for f in want
@@ -190,7 +206,7 @@ def _check_columns(path: str | Path, schema: pa.Schema) -> None:
     if missing or wrong or extra:
         parts = ([f"missing columns {missing}"] if missing else []) + \
                 ([f"wrong types {wrong}"] if wrong else []) + ([f"unknown columns {extra}"] if extra else [])
-        raise TrajectoryError(f"{path}: columns do not match the schema {SCHEMA_TAG}: "
+        raise TrajectoryError(f"{path}: columns do not match the schema {tag}: "
                               f"{'; '.join(parts)}")
 
 
@@ -288,7 +304,7 @@ def read_collection(root: Path) -> dict[str, Any]:
     if data.get("format") != COLLECTION_FORMAT:
         raise TrajectoryError(f"{root / COLLECTION_FILE}: format {data.get('format')!r}, expected "
                               f"{COLLECTION_FORMAT!r}")
-    if data.get("schema") != SCHEMA_TAG:
+    if data.get("schema") not in READABLE_TAGS:
         raise TrajectoryError(f"{root / COLLECTION_FILE}: schema {data.get('schema')!r}, this "
                               f"mixagent reads {SCHEMA_TAG!r}")
     return data

@@ -9,6 +9,12 @@ Determinism: everything random in episode ``i`` — the env's reset seed (its da
 explorer's seed, the branch choices, the explorer drawn for the episode — comes from
 ``SeedSequence([collection seed, i])``, never from the worker or the time, so a retried, resumed
 or redistributed episode produces the same rows (wall-time columns aside).
+
+Scenario families: the worker samples episode ``i``'s scenario itself
+(:meth:`~mixagent.envs.family.ScenarioFamily.scenario` of (collection seed, ``i``), pure) and
+keeps the environments of the last ``env_cache`` scenarios, so episodes of a scenario it has
+seen reuse its environment. All scenarios of a family share one base, pre-trained (or found in
+the cache) once when the worker starts.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import inspect
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,19 @@ class WorkerConfig(StrictModel):
     threads: int | None = Field(default=None, description="torch threads; None: leave as is")
     env_vars: dict[str, str] = Field(default_factory=dict)
     fault: FaultInjection | None = None
+    family: dict[str, Any] | None = Field(
+        default=None, description="ScenarioFamily.to_dict(): sample a scenario per episode")
+    env_cache: int = Field(default=4, ge=1, description="environments of a family kept per worker")
+
+
+@dataclass
+class _EnvSlot:
+    """An environment and what the episode loop needs of it (one per scenario)."""
+
+    env: Any
+    brancher: Brancher
+    scenario: str  # '' for a collection of one env spec
+    spec_hash: str
 
 
 @dataclass(frozen=True)
@@ -89,27 +109,75 @@ class EpisodeWorker(PoolWorker):
         #: builds explorers from specs; a module-level function, so it pickles to Ray actors
         self._make_explorer = explorer_factory or make_explorer
         self._setup(worker_id, cfg.env_vars, cfg.threads)
-        from mixagent.envs.proxy_env import ProxyCPTEnv
         from mixagent.envs.spec import EnvSpec
-        from mixagent.trajectories.identity import resolved_spec_hash
 
-        spec = EnvSpec.model_validate(cfg.env_spec).located(cfg.spec_origin, Path(cfg.spec_root))
-        self.env = ProxyCPTEnv(spec, progress=False)
-        found = resolved_spec_hash(self.env.resolved)
-        if found != cfg.spec_hash:
-            from mixagent.errors import DataError
-
-            raise DataError(f"worker {self.worker_id}: the env spec resolves to hash {found} here, "
-                            f"but the collection is for {cfg.spec_hash} (different data on this "
-                            "node?)")
-        env = self.env
-        self.brancher = Brancher(env, cfg.branch)
         self.choices = [ExplorerChoice(s, w) for s, w in cfg.explorers]
         self._explorers: dict[str, Explorer] = {}
-        self._space = env.observation_space
-        act = env.env_spec.action
-        self._scale, self._floor = act.scale, act.floor
+        self._envs: OrderedDict[str, _EnvSlot] = OrderedDict()  # scenario id -> slot (LRU)
+        self.family: Any = None
+        if cfg.family is None:
+            spec = EnvSpec.model_validate(cfg.env_spec).located(cfg.spec_origin,
+                                                                Path(cfg.spec_root))
+            self._use(self._build(spec, ""))
+        else:
+            self._start_family(cfg.family)
         self._ready()
+
+    def _start_family(self, data: dict[str, Any]) -> None:
+        """Check the family resolves to the collection's hash here, and make sure of its base."""
+        from mixagent.envs.family import ScenarioFamily
+        from mixagent.envs.setup import resolve_spec
+        from mixagent.proxy.base_model import ensure_base
+        from mixagent.trajectories.identity import family_hash
+
+        self.family = ScenarioFamily.from_dict(data)
+        resolved = resolve_spec(self.family.base)
+        self._check_hash(family_hash(self.family, resolved.data.manifest),
+                         self.cfg.spec_hash, "scenario family")
+        # every scenario shares this base (the family varies nothing the base key covers)
+        ensure_base(resolved.base_recipe(), self.family.base.runtime, progress=False)
+
+    def _check_hash(self, found: str, expected: str, what: str) -> None:
+        if found != expected:
+            from mixagent.errors import DataError
+
+            raise DataError(f"worker {self.worker_id}: the {what} resolves to hash {found} here, "
+                            f"but the collection is for {expected} (different data on this "
+                            "node?)")
+
+    def _build(self, spec: Any, scenario: str) -> _EnvSlot:
+        from mixagent.envs.proxy_env import ProxyCPTEnv
+        from mixagent.trajectories.identity import resolved_spec_hash
+
+        env = ProxyCPTEnv(spec, progress=False)
+        found = resolved_spec_hash(env.resolved)
+        if not scenario:
+            self._check_hash(found, self.cfg.spec_hash, "env spec")
+        return _EnvSlot(env, Brancher(env, self.cfg.branch), scenario, found)
+
+    def _use(self, slot: _EnvSlot) -> None:
+        """Make ``slot`` the environment of the next episode."""
+        self.slot = slot
+        self.env = slot.env
+        self.brancher = slot.brancher
+        self._space = slot.env.observation_space
+        act = slot.env.env_spec.action
+        self._scale, self._floor = act.scale, act.floor
+
+    def _use_scenario(self, episode: int) -> None:
+        """The environment of episode ``episode``'s scenario: cached, or built (evicting the
+        least recently used one beyond ``env_cache``)."""
+        scenario = self.family.scenario(self.cfg.seed, episode)
+        slot = self._envs.pop(scenario.id, None)
+        if slot is None:
+            log.info("worker %s: episode %d, new scenario %s (%s)", self.worker_id, episode,
+                     scenario.id, scenario.spec.description)
+            slot = self._build(scenario.spec, scenario.id)
+        self._envs[scenario.id] = slot
+        while len(self._envs) > self.cfg.env_cache:
+            _, old = self._envs.popitem(last=False)
+            old.env.close()
+        self._use(slot)
 
     def _explorer(self, spec: str) -> Explorer:
         if spec not in self._explorers:
@@ -143,6 +211,8 @@ class EpisodeWorker(PoolWorker):
         from mixagent.trajectories.schema import rows_to_table
 
         self._maybe_crash(episode)
+        if self.family is not None:
+            self._use_scenario(episode)
         cfg, env = self.cfg, self.env
         seeds = episode_seeds(cfg.seed, episode)
         explorer = self._explorer(choose_explorer(self.choices, np.random.default_rng(seeds.choice)))
@@ -188,6 +258,7 @@ class EpisodeWorker(PoolWorker):
         self._episodes += 1
         return rows_to_table(rows, cfg.spec_hash, cfg.collection_hash, episode)
 
+
     def _normalise(self, w: Any, explorer: Explorer) -> np.ndarray:
         from mixagent.data.sampler import validate_weights
         from mixagent.errors import MixagentError
@@ -229,7 +300,8 @@ class EpisodeWorker(PoolWorker):
             "train_loss": float(info["train_loss"]),
             "tokens": int(info["tokens"]),
             "domain_names": list(self.env.domain_names),
-            "env_spec_hash": self.cfg.spec_hash,
+            "env_spec_hash": self.slot.spec_hash,
+            "scenario": self.slot.scenario,
             "explorer": explorer,
             "env_seed": seeds.env,
             "explorer_seed": seeds.explorer,

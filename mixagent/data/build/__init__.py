@@ -22,14 +22,18 @@ and shards are written as they fill. Everything happens inside
 good one.
 
 One module per step, in the order a build runs them: ``config`` (the schema), ``inputs`` (files
-found and hashed), ``plan`` (the content hash), ``readers`` (streaming reads), ``sampling``
-(tokenizer and cluster samples), ``domains`` (a document's domain name) and ``run`` (the
-orchestration). Import from this package, not from the modules: they may move.
+found and hashed), ``plan`` (the content hash), ``readers`` (streaming reads), ``benchmarks``
+(benchmark files read and stored; adding them to a built directory), ``sampling`` (tokenizer and
+cluster samples), ``domains`` (a document's domain name) and ``run`` (the orchestration). Import from this package, not from the modules: they may move.
 """
 
+from mixagent.data.build.benchmarks import add_benchmarks, read_benchmark_items, resolve_benchmark
 from mixagent.data.build.config import (
+    AddBenchmarksConfig,
+    BenchmarkConfig,
     BuildConfig,
     ClusterConfig,
+    DecontaminationConfig,
     DomainConfig,
     FieldConfig,
     InputConfig,
@@ -44,18 +48,24 @@ from mixagent.data.build.run import build_data_dir, package_versions
 
 __all__ = [
     "DATA_FORMAT_VERSION",
+    "AddBenchmarksConfig",
+    "BenchmarkConfig",
     "BuildConfig",
     "BuildPlan",
     "ClusterConfig",
+    "DecontaminationConfig",
     "DomainConfig",
     "FieldConfig",
     "InputConfig",
     "TokenizerConfig",
     "TrainTokenizerConfig",
+    "add_benchmarks",
     "build_data_dir",
     "infer_format",
     "iter_input_batches",
     "load_build_config",
     "package_versions",
     "plan_build",
+    "read_benchmark_items",
+    "resolve_benchmark",
 ]

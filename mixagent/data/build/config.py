@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mixagent.config import StrictModel, load_yaml_config
+from mixagent.data.benchmarks import BENCHMARK_NAME
 
 Format = Literal["json", "jsonl", "parquet", "text", "arrow", "csv"]
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -200,6 +201,90 @@ class FieldConfig(StrictModel):
         return self
 
 
+_KIND_COLUMNS = {"qa": {"prompt_column": "prompt", "answer_column": "answer"},
+                 "text": {"text_column": "text"}}
+
+
+class BenchmarkConfig(StrictModel):
+    """A benchmark from a local file: ``qa`` items scored by answer log-probability and exact
+    match, or ``text`` documents scored by loss. The columns of the other kind are errors, and
+    this kind's defaults are filled in, so spelling a default out changes no content hash."""
+
+    name: str = Field(description="referenced by env specs: eval.tasks and '<name>.<metric>'")
+    field: str = Field(description="the field it measures (a field of the build)")
+    path: str = Field(description="a local jsonl/json/parquet/csv file, relative to the config")
+    kind: Literal["qa", "text"]
+    format: Literal["json", "jsonl", "parquet", "csv"] | None = Field(
+        None, description="inferred from the file extension if unset")
+    prompt_column: str | None = None
+    answer_column: str | None = None
+    text_column: str | None = None
+    max_examples: int | None = Field(None, ge=1, description="keep the first N items")
+    description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_of_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("kind") not in _KIND_COLUMNS:
+            return data  # a missing or unknown kind is reported by the field itself
+        kind = data["kind"]
+        data = dict(data)
+        for other, cols in _KIND_COLUMNS.items():
+            if other == kind:
+                continue
+            for col in cols:
+                if data.get(col) is not None:
+                    mine = " and ".join(f"'{c}'" for c in _KIND_COLUMNS[kind])
+                    raise ValueError(f"'{col}' applies to kind '{other}'; a '{kind}' benchmark "
+                                     f"has {mine}")
+        for col, default in _KIND_COLUMNS[kind].items():
+            if data.get(col) is None:
+                data[col] = default
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not BENCHMARK_NAME.match(v):
+            raise ValueError(f"benchmark name {v!r} must start with a letter or digit and hold "
+                             "only letters, digits, '_', '-' (reward terms are '<name>.<metric>')")
+        return v
+
+    def columns(self) -> list[tuple[str, str]]:
+        """``(config key, column)`` of the columns this kind reads, in row order."""
+        return [(k, getattr(self, k)) for k in _KIND_COLUMNS[self.kind]]
+
+
+class DecontaminationConfig(StrictModel):
+    """Which shared text makes a corpus document a copy of a benchmark item.
+
+    Words are lowercased runs of letters/digits (punctuation and whitespace are separators), so
+    re-spacing or re-punctuating an item does not hide it. An item shorter than ``ngram`` words
+    but at least ``min_item_words`` long matches as a whole; shorter items are not checked
+    (counted as ``unchecked_items`` in the manifest): a 3-word answer occurs everywhere.
+    """
+
+    ngram: int = Field(13, ge=1, description="words per n-gram")
+    min_item_words: int = Field(8, ge=1, description="shorter items are not checked")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DecontaminationConfig:
+        if self.min_item_words > self.ngram:
+            raise ValueError(f"min_item_words={self.min_item_words} must not exceed "
+                             f"ngram={self.ngram}")
+        return self
+
+
+def check_benchmark_names(benchmarks: list[BenchmarkConfig], taken: set[str] | None = None) -> None:
+    """Names are distinct (also from ``taken``): env specs and reward terms refer to them."""
+    seen = set(taken or ())
+    for i, b in enumerate(benchmarks):
+        if b.name in seen:
+            raise ValueError(f"benchmarks[{i}].name: {b.name!r} is already a benchmark's name; "
+                             "give each benchmark its own name")
+        seen.add(b.name)
+
+
 class BuildConfig(StrictModel):
     """The config of ``mixagent data build`` (see docs/DATA.md)."""
 
@@ -217,6 +302,9 @@ class BuildConfig(StrictModel):
     seed: int = 0
     batch_size: int = Field(1000, ge=1, description="documents read and tokenized per batch")
     max_domains: int = Field(256, ge=1, description="guards against a high-cardinality column")
+    benchmarks: list[BenchmarkConfig] = Field(
+        default_factory=list, description="benchmarks stored with the data and kept out of it")
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
 
     @field_validator("fields")
     @classmethod
@@ -225,6 +313,27 @@ class BuildConfig(StrictModel):
             if not _FIELD_NAME.match(name):
                 raise ValueError(f"field name {name!r} must be letters, digits, '_', '.', '-'")
         return v
+
+    @model_validator(mode="after")
+    def _benchmark_fields(self) -> BuildConfig:
+        for i, b in enumerate(self.benchmarks):
+            if b.field not in self.fields:
+                raise ValueError(f"benchmarks[{i}].field: unknown field {b.field!r}; the "
+                                 f"config's fields are: {', '.join(self.fields)}")
+        check_benchmark_names(self.benchmarks)
+        return self
+
+
+class AddBenchmarksConfig(StrictModel):
+    """The config of ``mixagent data add-benchmark DIR CONFIG``: benchmarks for a built directory."""
+
+    benchmarks: list[BenchmarkConfig] = Field(min_length=1)
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AddBenchmarksConfig:
+        check_benchmark_names(self.benchmarks)
+        return self
 
 
 def load_build_config(path: str | Path) -> BuildConfig:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixagent.data.build.config import BuildConfig
+from mixagent.data.build.benchmarks import ResolvedBenchmark, resolve_benchmark
+from mixagent.data.build.config import BuildConfig, DecontaminationConfig
 from mixagent.data.build.inputs import (
     ResolvedInput,
     display_path,
@@ -36,6 +37,7 @@ class BuildPlan:
     inputs: list[ResolvedInput]
     tokenizer_dir: Path | None
     tokenizer_source_hash: str | None
+    benchmarks: list[ResolvedBenchmark] = field(default_factory=list)
     content_hash: str = ""
     provenance_inputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,7 +72,8 @@ def plan_build(
         tok_dir = Path(config.tokenizer.path).expanduser()
         tok_dir = tok_dir if tok_dir.is_absolute() else base / tok_dir
         tok_hash = hash_tokenizer_dir(tok_dir)
-    plan = BuildPlan(config, base, inputs, tok_dir, tok_hash)
+    benchmarks = [resolve_benchmark(b, i, base) for i, b in enumerate(config.benchmarks)]
+    plan = BuildPlan(config, base, inputs, tok_dir, tok_hash, benchmarks)
     plan.provenance_inputs = [
         {
             "input": r.label,
@@ -82,29 +85,38 @@ def plan_build(
         }
         for r in inputs
     ]
-    plan.content_hash = sha256_json(
-        {
-            "data_format_version": DATA_FORMAT_VERSION,
-            "config": _hashed_config(config),
-            "inputs": [
-                [
-                    r.label,
-                    r.hub_revision,
-                    [[display_path(f.path, base), f.sha256, f.size] for f in r.files],
-                ]
-                for r in inputs
-            ],
-            "tokenizer_source": tok_hash,
-        }
-    )
+    hashed: dict[str, Any] = {
+        "data_format_version": DATA_FORMAT_VERSION,
+        "config": _hashed_config(config),
+        "inputs": [
+            [
+                r.label,
+                r.hub_revision,
+                [[display_path(f.path, base), f.sha256, f.size] for f in r.files],
+            ]
+            for r in inputs
+        ],
+        "tokenizer_source": tok_hash,
+    }
+    if benchmarks:  # only then: a build without benchmarks keeps the hash it had before them
+        hashed["benchmarks"] = [
+            [b.label, display_path(b.file.path, base), b.file.sha256, b.file.size]
+            for b in benchmarks
+        ]
+    plan.content_hash = sha256_json(hashed)
     return plan
 
 
 # Keys added after data format 1, with the default that reproduces what builds did before them:
 # left out of the content hash at that default, so existing outputs stay valid. (A domain with no
 # held-out document was an error before, so the default min_eval_documents=1 changes no output
-# that exists.)
-_LATER_TOP_KEYS = {"min_eval_tokens": 0, "min_eval_documents": 1}
+# that exists. No benchmarks means no decontamination, which is what builds did before them.)
+_LATER_TOP_KEYS: dict[str, Any] = {
+    "min_eval_tokens": 0,
+    "min_eval_documents": 1,
+    "benchmarks": [],
+    "decontamination": DecontaminationConfig().model_dump(mode="json"),
+}
 _LATER_CLUSTER_KEYS: dict[str, Any] = {"names": None}
 
 

@@ -37,9 +37,17 @@ def _needed_columns(inp: InputConfig) -> list[str]:
 
 
 def _check_columns(present: list[str] | None, inp: InputConfig, label: str, source: str) -> None:
+    named = [("text_column", inp.text_column), ("domain.column", inp.domain.column)]
+    check_named_columns(present, named, label, source)
+
+
+def check_named_columns(
+    present: list[str] | None, named: list[tuple[str, str | None]], label: str, source: str
+) -> None:
+    """Every ``(config key, column)`` must be a column of ``source``; the error names both."""
     if present is None:
         return
-    for role, col in (("text_column", inp.text_column), ("domain.column", inp.domain.column)):
+    for role, col in named:
         if col is not None and col not in present:
             raise DataError(
                 f"{label}.{role}: column {col!r} is not in {source}; its columns are: "
@@ -96,6 +104,13 @@ def _open(inp: ResolvedInput, source: Path | None, cache_dir: str) -> Any:
             ) from None
         _check_columns(names, cfg, inp.label, str(source))
         kwargs["columns"] = _needed_columns(cfg)
+    return _load_local(source, fmt, cache_dir, kwargs)
+
+
+def _load_local(source: Path, fmt: str, cache_dir: str, kwargs: dict[str, Any]) -> Any:
+    """A streaming ``datasets`` IterableDataset over one local file; None if it is empty."""
+    import datasets
+
     if source.stat().st_size == 0:
         return None
     try:
@@ -114,6 +129,53 @@ def _open(inp: ResolvedInput, source: Path | None, cache_dir: str) -> Any:
         raise DataError(
             f"{source}: cannot read as {fmt} ({type(err).__name__}: {err}); check that the file "
             "is intact and that 'format' is right"
+        ) from None
+
+
+def iter_file_rows(
+    source: Path,
+    fmt: str,
+    columns: list[tuple[str, str]],
+    label: str,
+    batch_size: int,
+    cache_dir: str,
+) -> Iterator[dict[str, list[Any]]]:
+    """Stream the named columns of one local json/parquet/csv file, batch by batch.
+
+    The corpus reader's loader and column checks for tables that are not corpora (benchmark
+    files): ``columns`` pairs each column with the config key that names it, so a missing one is
+    an error naming the key, the file and the columns it has. An empty file yields nothing.
+    """
+    kwargs: dict[str, Any] = {}
+    needed = list(dict.fromkeys(col for _, col in columns))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(source).names
+        except Exception as err:
+            raise DataError(f"{source}: not a readable parquet file ({err}); re-export it") from None
+        check_named_columns(names, list(columns), label, str(source))
+        kwargs["columns"] = needed
+    ds = _load_local(source, fmt, cache_dir, kwargs)
+    if ds is None:
+        return
+    check_named_columns(ds.column_names, list(columns), label, str(source))
+    if ds.column_names is not None:
+        ds = ds.select_columns(needed)
+    first = True
+    try:
+        for raw in ds.iter(batch_size=batch_size):
+            if first:
+                check_named_columns(list(raw), list(columns), label, str(source))
+                first = False
+            yield raw
+    except MixagentError:
+        raise
+    except Exception as err:
+        raise DataError(
+            f"{source}: cannot read as {fmt} ({type(err).__name__}: {err}); "
+            "check that the file is intact and that 'format' is right"
         ) from None
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mixagent.config import validate_config
+from mixagent.data.build.benchmarks import read_benchmark_items
 from mixagent.data.build.config import BuildConfig, load_build_config
 from mixagent.data.build.domains import (
     cluster_domain,
@@ -197,9 +198,18 @@ def _build_into(root: Path, plan: BuildPlan, cache_dir: str, config_file: str | 
         min_eval_tokens=cfg.min_eval_tokens,
         min_eval_documents=cfg.min_eval_documents,
         warn_eval_tokens=reliable_eval_tokens(cfg.min_sequence_tokens),
+        ngram=cfg.decontamination.ngram,
+        min_item_words=cfg.decontamination.min_item_words,
     )
     for fname, fcfg in cfg.fields.items():
         writer.add_field(fname, fcfg.role, fcfg.description)
+    for bench in plan.benchmarks:  # before the documents: overlapping ones are then dropped
+        b = bench.config
+        items = read_benchmark_items(bench, cache_dir, cfg.batch_size)
+        logger.info("benchmark %r (%s, field %s): %d items from %s", b.name, b.kind, b.field,
+                    len(items), bench.file.path)
+        writer.add_benchmark(b.name, b.field, b.kind, items, description=b.description,
+                             source=bench.source(plan.base_dir))
     domains: set[str] = set()
     cluster_owner: dict[str, str] = {}  # cluster domain -> the input it belongs to
     documents: dict[str, int] = {}

@@ -7,17 +7,21 @@ three-field data directory without downloading anything:
   library and installed packages (:mod:`.prose`);
 - ``code`` (target field): Python source with docstrings removed (:mod:`.code`);
 - ``math`` (target field): sympy/mpmath docstrings and doctests plus generated word problems with
-  worked solutions (:mod:`.mathtext`, :mod:`.problems`), and a held-out exact-match task set.
+  worked solutions (:mod:`.mathtext`, :mod:`.problems`), and a held-out exact-match task set;
+
+and, for code and prose, a benchmark each from packages no domain reads (:mod:`.benchmarks`).
 
 Files are found and parsed, never imported (:mod:`.sources`). Sizes ``tiny`` (tests), ``small``
 (default) and ``full`` are presets in :mod:`.sizes`; building and reuse live in :mod:`.build`.
 """
 
+from mixagent.data.builtin.benchmarks import BENCHMARKS_VERSION, CODE_BENCHMARK, PROSE_BENCHMARK
 from mixagent.data.builtin.build import (
     BUILTIN_VERSION,
     TASK_NAME,
     BuiltinPlan,
     build_builtin,
+    builtin_benchmarks_fingerprint,
     builtin_content_hash,
     default_builtin_dir,
     plan_builtin,
@@ -25,12 +29,16 @@ from mixagent.data.builtin.build import (
 from mixagent.data.builtin.sizes import SIZES, SizeSpec, size_spec
 
 __all__ = [
+    "BENCHMARKS_VERSION",
     "BUILTIN_VERSION",
+    "CODE_BENCHMARK",
+    "PROSE_BENCHMARK",
     "SIZES",
     "TASK_NAME",
     "BuiltinPlan",
     "SizeSpec",
     "build_builtin",
+    "builtin_benchmarks_fingerprint",
     "builtin_content_hash",
     "default_builtin_dir",
     "plan_builtin",

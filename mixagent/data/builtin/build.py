@@ -23,10 +23,12 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from mixagent.data.builtin import problems
+from mixagent.data.builtin import benchmarks, problems
+from mixagent.data.builtin.benchmarks import BenchmarkSource, BuiltBenchmark
 from mixagent.data.builtin.code import code_domains
 from mixagent.data.builtin.mathtext import math_domains
 from mixagent.data.builtin.prose import prose_domains
@@ -71,9 +73,13 @@ class BuiltinPlan:
     index: SourceIndex
     domains: list[DomainSource]
     heldout: list[problems.Problem]
+    benchmarks: list[BenchmarkSource] = field(default_factory=list)
 
     def packages(self) -> list[str]:
         return sorted({p for d in self.domains for p in d.packages})
+
+    def benchmark_packages(self) -> list[str]:
+        return sorted({p for b in self.benchmarks for p in b.packages if b.files})
 
 
 def plan_builtin(size: str = "small", seed: int = 0) -> BuiltinPlan:
@@ -87,7 +93,7 @@ def plan_builtin(size: str = "small", seed: int = 0) -> BuiltinPlan:
         *code_domains(index, spec),
         *math_domains(index, spec, questions),
     ]
-    return BuiltinPlan(spec, seed, index, domains, heldout)
+    return BuiltinPlan(spec, seed, index, domains, heldout, benchmarks.benchmark_sources(index))
 
 
 def builtin_content_hash(plan: BuiltinPlan) -> str:
@@ -107,6 +113,23 @@ def builtin_content_hash(plan: BuiltinPlan) -> str:
         "domains": {d.name: d.fingerprint() for d in plan.domains},
     }
     return sha256_json(payload)
+
+
+def builtin_benchmarks_fingerprint(plan: BuiltinPlan) -> str:
+    """Hash of what decides the built-in benchmarks beyond the corpus (whose hash covers the rest).
+
+    Kept apart from :func:`builtin_content_hash` so that adding or changing the benchmarks leaves
+    the corpus's content hash — and so the env-spec hash of every spec that does not evaluate
+    them — unchanged; recorded in the manifest, so a corpus whose benchmarks are missing or stale
+    is rebuilt (to the same shards) rather than reused.
+    """
+    return sha256_json({
+        "benchmarks_version": benchmarks.BENCHMARKS_VERSION,
+        "items": benchmarks.ITEMS[plan.spec.name],
+        "seed": plan.seed,
+        "packages": {p: plan.index.version(p) for p in plan.benchmark_packages()},
+        "sources": {b.name: b.fingerprint() for b in plan.benchmarks},
+    })
 
 
 def build_builtin(
@@ -130,9 +153,12 @@ def build_builtin(
     t0 = time.perf_counter()
     plan = plan_builtin(size, seed)
     content_hash = builtin_content_hash(plan)
+    bench_fp = builtin_benchmarks_fingerprint(plan)
     if not force and _existing_hash(out) == content_hash:
-        log.info("built-in corpus %s is up to date (content hash %s); reusing it", out, content_hash[:12])
-        return out
+        if _existing_benchmarks(out) == bench_fp:
+            log.info("built-in corpus %s is up to date (content hash %s); reusing it", out, content_hash[:12])
+            return out
+        log.info("built-in corpus %s lacks its current benchmarks; rebuilding it (to the same shards)", out)
     log.info("building the %s built-in corpus (seed %d) into %s", spec.name, seed, out)
     with atomic_directory(out, replace=True) as tmp:
         work = tmp / "_extract"
@@ -149,6 +175,14 @@ def build_builtin(
         spilled = _drop_small(spilled, tmp / info.path, spec, salt, dropped)
         _check_fields(spilled)
         _check_heldout_disjoint(spilled, plan.heldout)
+        tokenizer: Any = load_tokenizer(tmp / info.path)
+        built = [
+            benchmarks.build_benchmark(
+                b, spec.name, seed, functools.partial(_all_documents, spilled),
+                lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
+            )
+            for b in plan.benchmarks
+        ]
 
         writer = DataDirWriter(
             tmp, info, eval_fraction=spec.eval_fraction, min_sequence_tokens=spec.min_domain_tokens, split_salt=salt
@@ -170,8 +204,11 @@ def build_builtin(
                 "continuation up to the first newline or EOS, stripped, with 'answer'"
             ),
         )
+        _add_benchmarks(writer, built, plan)
         shutil.rmtree(work)
-        manifest = writer.finish(f"builtin-{spec.name}", content_hash, _provenance(plan, spilled, dropped, salt))
+        provenance = _provenance(plan, spilled, dropped, salt)
+        provenance["benchmarks_fingerprint"] = bench_fp
+        manifest = writer.finish(f"builtin-{spec.name}", content_hash, provenance)
     elapsed = _since(t0)
     per_field = {f: sum(d.train_tokens + d.eval_tokens for d in manifest.domains if d.field == f) for f, _, _ in FIELDS}
     log.info(
@@ -207,6 +244,37 @@ def _check_replaceable(out: Path, size: str) -> None:
         raise DataError(
             f"{out} exists and is not a built-in corpus; refusing to replace it. "
             "Choose another output directory (--out) or remove that one first."
+        )
+
+
+def _existing_benchmarks(out: Path) -> str | None:
+    """The benchmarks fingerprint an existing corpus records (``None`` before benchmarks existed)."""
+    try:
+        value = DataDir(out).manifest.provenance.get("benchmarks_fingerprint")
+    except DataError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _all_documents(spilled: list[_Spilled]) -> Iterator[str]:
+    for sp in spilled:
+        yield from sp.documents()
+
+
+def _add_benchmarks(writer: DataDirWriter, built: list[BuiltBenchmark], plan: BuiltinPlan) -> None:
+    """Store the built-in benchmarks (``qa``; the manifest records each file's hash).
+
+    Not decontaminated by the writer: the items were chosen to share no n-gram with any
+    document, so there is nothing to drop, and the shards stay those of a build without them.
+    """
+    for b in built:
+        if not b.rows:
+            log.warning("built-in benchmark %s has no items; leaving it out", b.source.name)
+            continue
+        versions = {plan.index.distribution(p): plan.index.version(p) for p in sorted(b.packages)}
+        writer.add_benchmark(
+            b.source.name, b.source.field, "qa", b.rows, description=b.source.description,
+            source=benchmarks.source_entry(b, versions), decontaminate=False,
         )
 
 

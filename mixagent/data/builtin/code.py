@@ -44,7 +44,7 @@ def _docstring_expr(owner: ast.AST) -> ast.Expr | None:
     return None
 
 
-def _definitions(tree: ast.Module) -> Iterator[ast.AST]:
+def definitions(tree: ast.Module) -> Iterator[ast.AST]:
     """The module and every class/function in it, visiting statements only (not expressions:
     ``ast.walk`` over every node costs more than parsing the file)."""
     stack: list[ast.AST] = [tree]
@@ -67,7 +67,7 @@ def strip_docstrings(parsed: ParsedFile) -> list[str]:
     on encoded lines.
     """
     lines = list(parsed.lines)
-    for owner in _definitions(parsed.tree):
+    for owner in definitions(parsed.tree):
         node = _docstring_expr(owner)
         if node is None or node.end_lineno is None or node.end_col_offset is None:
             continue

@@ -79,3 +79,19 @@ TOOLING_LIBS = (
     "pygments", "markdown_it", "dateutil", "pyparsing", "joblib",
 )
 MATH_LIBS = ("sympy", "mpmath")
+
+# Held out of every domain, for the built-in benchmarks (:mod:`.benchmarks`): packages that are
+# installed with mixagent's dependencies (torchgen ships inside the torch wheel; setuptools is a
+# torch requirement; distlib and platformdirs come with virtualenv, a ray[default] requirement;
+# psutil with accelerate; protobuf's ``google``, opencensus, smart_open and virtualenv with
+# ray[default]; dill with datasets; attrs and jsonschema with ray) but named in no family above,
+# so no domain of any size can sample them. Code completion reads the first group's source,
+# the cloze task the second group's docstrings; the two groups share no package either.
+CODE_BENCHMARK_LIBS = ("torchgen", "setuptools", "distlib", "platformdirs", "psutil")
+PROSE_BENCHMARK_LIBS = ("google", "virtualenv", "opencensus", "smart_open", "dill", "attr", "jsonschema")
+
+_DOMAIN_LIBS = frozenset((*NUMERIC_LIBS, *ML_LIBS, *TOOLING_LIBS, *MATH_LIBS))
+if _DOMAIN_LIBS & {*CODE_BENCHMARK_LIBS, *PROSE_BENCHMARK_LIBS} or set(CODE_BENCHMARK_LIBS) & set(
+    PROSE_BENCHMARK_LIBS
+):  # pragma: no cover - a tripwire for whoever edits the lists above
+    raise RuntimeError("a benchmark package is also a domain package (families.py)")

@@ -62,13 +62,21 @@ class TransitionData:
 
 
 def unflatten(flat: Sequence[float], k: int) -> dict[str, np.ndarray]:
-    """The env's ``Dict`` observation from a flattened row (``domains`` row-major, then ``global``)."""
+    """The env's ``Dict`` observation from a flattened row (``domains`` row-major, then ``global``).
+
+    The row's length says which optional feature groups the collection had on (each layout
+    has its own per-domain and global widths; for K ≥ 2 domains no two layouts flatten to the
+    same length), so collections with and without them are read alike.
+    """
+    from mixagent.policies.features import observation_widths
+
     a = np.asarray(flat, dtype=np.float32)
+    for fd, fg in observation_widths():
+        if a.size == k * fd + fg:
+            return {"domains": a[: k * fd].reshape(k, fd), "global": a[k * fd :]}
     fd, fg = len(DOMAIN_FEATURES), len(GLOBAL_FEATURES)
-    if a.size != k * fd + fg:
-        raise DataError(f"a stored observation has {a.size} values; {k} domains need "
-                        f"{k * fd + fg} (the observation layout changed?)")
-    return {"domains": a[: k * fd].reshape(k, fd), "global": a[k * fd :]}
+    raise DataError(f"a stored observation has {a.size} values; {k} domains need {k * fd + fg} "
+                    "(or more with optional observation features): the observation layout changed?")
 
 
 def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

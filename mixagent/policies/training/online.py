@@ -164,7 +164,8 @@ def train_online(spec: str | Path, cfg: OnlineConfig, out: Path | None = None, *
 
     t0 = time.perf_counter()
     env_spec = load_env_spec(spec)
-    factory = EnvFactory.here(str(Path(spec).resolve()), cfg.features.history, cfg.threads_per_env)
+    factory = EnvFactory.here(str(Path(spec).resolve()), cfg.features.history, cfg.threads_per_env,
+                              tuple(cfg.features.observation))
     venv = VecMonitor(make_vec_env(factory, cfg.workers))
     venv.seed(cfg.seed)
     train_env = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma) \

@@ -34,14 +34,17 @@ class EnvFactory:
     spec: str
     history: int = 3
     threads: int | None = 1
+    #: optional observation groups the agent uses (``FeatureSpec.observation``)
+    observation: tuple[str, ...] = ()
     #: environment variables the env needs in another process (e.g. ``MIXAGENT_CACHE``)
     environ: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def here(cls, spec: str, history: int = 3, threads: int | None = 1) -> EnvFactory:
+    def here(cls, spec: str, history: int = 3, threads: int | None = 1,
+             observation: tuple[str, ...] = ()) -> EnvFactory:
         """A factory that carries this process's ``MIXAGENT_CACHE`` to wherever it runs."""
         env = tuple((k, os.environ[k]) for k in ("MIXAGENT_CACHE",) if k in os.environ)
-        return cls(spec, history, threads, env)
+        return cls(spec, history, threads, observation, env)
 
     def __call__(self) -> gym.Env:
         for key, value in self.environ:
@@ -51,7 +54,7 @@ class EnvFactory:
         from mixagent.envs.proxy_env import ProxyCPTEnv
         from mixagent.policies.features import FeatureSpec, FeatureWrapper
 
-        return FeatureWrapper(ProxyCPTEnv(self.spec, progress=False), FeatureSpec(history=self.history))
+        return FeatureWrapper(ProxyCPTEnv(self.spec, progress=False), FeatureSpec(history=self.history, observation=list(self.observation)))
 
 
 class _EnvWorker:
