@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ import numpy as np
 
 from mixagent.data.manifest import DataDir, OverlapInfo
 from mixagent.errors import DataError
-from mixagent.utils.io import sha256_file
+from mixagent.utils.io import atomic_text_file, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -171,17 +169,9 @@ def write_benchmark_file(root: Path, name: str, items: Iterable[Mapping[str, Any
                         "letters, digits, '_', '-'")
     rel = f"{BENCHMARK_DIR}/{name}.jsonl"
     path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for item in items:
-                f.write(json.dumps(dict(item), ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_text_file(path) as f:
+        for item in items:
+            f.write(json.dumps(dict(item), ensure_ascii=False) + "\n")
     return rel, sha256_file(path)
 
 

@@ -10,8 +10,6 @@ untouched, so the policy's id (and the episode cache) stay valid.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from mixagent.evaluation.policies import PolicyEntry
 from mixagent.policies.format import CARD_NAME, CONFIG_NAME, read_config, render_card
 from mixagent.policies.records import BaselineComparison, EvaluationRecord, Interval, ScenarioEvaluation
-from mixagent.utils.io import write_json_atomic
+from mixagent.utils.io import atomic_text_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +57,6 @@ def card_evaluation(report: dict[str, Any], entry: PolicyEntry, out: Path) -> Ev
                      "Produced by mixagent evaluate."))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def record_cards(report: dict[str, Any], entries: Sequence[PolicyEntry], out: Path) -> list[Path]:
     """Write the evaluation into every learned policy's config.json and README.md card."""
     done = []
@@ -80,7 +66,8 @@ def record_cards(report: dict[str, Any], entries: Sequence[PolicyEntry], out: Pa
         config = read_config(e.path)
         config.setdefault("provenance", {})["evaluation"] = card_evaluation(report, e, out).model_dump(mode="json")
         write_json_atomic(e.path / CONFIG_NAME, config)
-        _write_text_atomic(e.path / CARD_NAME, render_card(config))
+        with atomic_text_file(e.path / CARD_NAME) as f:
+            f.write(render_card(config))
         log.info("recorded the evaluation in %s", e.path / CARD_NAME)
         done.append(e.path)
     return done

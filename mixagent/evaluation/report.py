@@ -14,7 +14,7 @@ from typing import Any
 
 from mixagent.evaluation.policies import PolicyEntry
 from mixagent.evaluation.scenarios import Scenario
-from mixagent.utils.io import write_json_atomic
+from mixagent.utils.io import atomic_text_file, write_json_atomic
 
 
 def write_report(out: Path, report: dict[str, Any], records: dict, entries: Sequence[PolicyEntry],
@@ -27,9 +27,8 @@ def write_report(out: Path, report: dict[str, Any], records: dict, entries: Sequ
     else:
         report["plots"] = {}
     write_json_atomic(out / "report.json", report, indent=1)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(render_markdown(report), encoding="utf-8")
-    tmp.replace(out / "report.md")
+    with atomic_text_file(out / "report.md") as f:
+        f.write(render_markdown(report))
 
 
 def _ci(s: dict[str, Any], digits: int = 5) -> str:

@@ -48,7 +48,7 @@ from mixagent.trajectories.schema import (
     arrow_schema,
     upgrade_table,
 )
-from mixagent.utils.io import LockHeld, exclusive_lock, write_json_atomic
+from mixagent.utils.io import LockHeld, atomic_text_file, exclusive_lock, write_json_atomic
 
 COLLECTION_FILE = "collection.json"
 SPEC_FILE = "env_spec.json"
@@ -323,9 +323,8 @@ def read_card(root: Path) -> dict[str, Any]:
 
 def write_card(root: Path, card: dict[str, Any], readme: str) -> None:
     write_json_atomic(Path(root) / CARD_FILE, card)
-    tmp = Path(root) / f".{README_FILE}.tmp"
-    tmp.write_text(readme, encoding="utf-8")
-    os.replace(tmp, Path(root) / README_FILE)
+    with atomic_text_file(Path(root) / README_FILE) as f:
+        f.write(readme)
 
 
 def is_empty_dir(path: Path) -> bool:

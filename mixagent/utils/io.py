@@ -19,7 +19,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,16 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+@contextlib.contextmanager
+def atomic_text_file(path: str | Path) -> Iterator[TextIO]:
+    """A text file that appears at ``path`` whole or not at all (temporary file, fsync, rename):
+    a reader never sees a half-written card, manifest or benchmark, even after a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, sort_keys=False)
-            f.write("\n")
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); outputs are shared
@@ -62,6 +63,13 @@ def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    with atomic_text_file(path) as f:
+        json.dump(obj, f, indent=indent, sort_keys=False)
+        f.write("\n")
 
 
 # -- atomic directories ------------------------------------------------------------------------
