@@ -17,23 +17,39 @@ Prints, from one run:
    written as shards exactly as ``collect`` does; setup is excluded. Modes are interleaved and
    repeated; the median rate is reported.
 
-Absolute numbers depend on the machine and on its load; compare ratios from the same run.
+3. **Population batching.** ``benchmarks/bench_population.py`` (P=1 and P=8 on ``--population-spec``,
+   run as a subprocess; its last JSON line gives ``population_ratio``, transitions per CPU-second
+   of P=8 vs P=1). Null, with the reason printed, when that benchmark is absent or fails.
+4. **Utilisation (MFU).** An env step's FLOPs (``FlopCounterMode``: one training step and one
+   evaluation, times their counts) per second, over a large fp32 matmul's FLOP/s on the same
+   single thread, timed just before each sampled step (:mod:`mixagent.proxy.flops`), on
+   ``--mfu-spec`` (default the shipped ``envs/prose-to-math.yaml``).
+
+Absolute numbers depend on the machine and on its load; compare ratios from the same run. The
+last line printed is one JSON object with ``workers_ratio``, ``branch4_ratio``,
+``population_ratio`` and ``mfu`` (null for a part skipped or unavailable).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MIXAGENT_NUM_THREADS", "1")
 
 
-def _workers(spec: str, episodes: int, tmp: Path) -> None:
+def _workers(spec: str, episodes: int, tmp: Path) -> float:
     from mixagent.trajectories import collect
 
     rows: list = []
@@ -48,15 +64,18 @@ def _workers(spec: str, episodes: int, tmp: Path) -> None:
               f"transitions/s | load average {os.getloadavg()[0]:.2f}", flush=True)
         rows.append((workers, r, cpu))
     (_, one, cpu1), (_, two, cpu2) = rows
-    print(f"  => 2 workers vs 1: {two.transitions_per_second / one.transitions_per_second:.2f}x "
+    ratio = two.transitions_per_second / one.transitions_per_second
+    print(f"  => 2 workers vs 1: {ratio:.2f}x "
           "transitions/s steady state (goal >= 1.8x on 2 cores); end-to-end "
           f"{(two.transitions / two.wall_seconds) / (one.transitions / one.wall_seconds):.2f}x")
     print("     CPU cost per transition, 2 workers vs 1: "
           f"{(cpu2 / two.transitions) / (cpu1 / one.transitions):.2f}x (1.00 = no parallel "
           "overhead; other processes on the cores cap the wall-clock speed-up)")
+    return ratio
 
 
-def _branching(spec: str, ks: list[int], episodes: int, repeats: int, tmp: Path) -> None:
+def _branching(spec: str, ks: list[int], episodes: int, repeats: int,
+               tmp: Path) -> dict[int, float]:
     import torch
 
     from mixagent.envs.spec import load_env_spec
@@ -105,10 +124,56 @@ def _branching(spec: str, ks: list[int], episodes: int, repeats: int, tmp: Path)
         wall = statistics.median(r[1] for r in rates[name])
         print(f"  {name:22s} {cpu:8.2f} transitions/CPU-s ({cpu / base_cpu:5.2f}x plain) | "
               f"{wall:8.2f} transitions/s wall ({wall / base_wall:5.2f}x)", flush=True)
+    out = {}
     for k in ks:
         r = statistics.median(x[0] for x in rates[f"branch {k} batched"]) / base_cpu
         goal = " (goal >= 3x)" if k == 4 else ""
         print(f"  => --branch {k} vs plain: {r:.2f}x transitions per CPU-second{goal}")
+        out[k] = r
+    return out
+
+
+def _population(spec: str, rounds: int) -> float | None:
+    """P=8 vs P=1 from ``bench_population.py`` (a subprocess: its own threads and memory)."""
+    script = ROOT / "benchmarks" / "bench_population.py"
+    if not script.exists():
+        print(f"  population_ratio: null ({script.name} does not exist yet)")
+        return None
+    cmd = [sys.executable, str(script), "--spec", spec, "--sizes", "1,8", "--rounds", str(rounds)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(f"  | {line}")
+    try:
+        ratio = json.loads(lines[-1])["population_ratio"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"  population_ratio: null ({script.name} exited {proc.returncode}: {tail})")
+        return None
+    print(f"  => P=8 vs P=1: {ratio:.2f}x transitions per CPU-second" if ratio is not None else
+          "  population_ratio: null (bench_population.py measured no P=8 vs P=1 ratio)")
+    return ratio
+
+
+def _mfu(spec: str, samples: int) -> dict[str, Any]:
+    """MFU of env steps on one thread (MIXAGENT_NUM_THREADS), against the reference matmul."""
+    from bench_env import utilisation  # one env-step MFU measurement for both benches
+
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+
+    env = ProxyCPTEnv(spec)
+    r = utilisation(env, samples, seed=0, warm_up=True)
+    env.close()
+    f = r.flops
+    print(f"  {r.threads} thread(s): env step {f.total / 1e9:.2f} GFLOP ({f.train_steps} x "
+          f"{f.train_step / 1e9:.3f} training + {f.evaluation / 1e9:.3f} evaluation), achieved "
+          f"{r.achieved_flops_per_second / 1e9:.1f} GFLOP/s vs reference matmul "
+          f"{r.reference_flops_per_second / 1e9:.1f} GFLOP/s")
+    cpu = "n/a" if r.env_step_cpu is None else f"{r.env_step_cpu:.3f}"
+    print(f"  => MFU (median of {r.samples}): env step {r.env_step:.3f}, training alone "
+          f"{r.train:.3f} (goal >= 0.6 on one thread); per CPU-second {cpu} (steadier under "
+          f"load) | load average {os.getloadavg()[0]:.2f}")
+    return r.as_dict()
 
 
 def main() -> None:
@@ -119,8 +184,14 @@ def main() -> None:
     ap.add_argument("--branch", type=int, nargs="+", default=[4, 8], help="K values to measure")
     ap.add_argument("--branch-episodes", type=int, default=12, help="episodes per branching sample")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved samples per branching mode")
+    ap.add_argument("--population-spec", default=str(ROOT / "envs" / "prose-to-math.yaml"))
+    ap.add_argument("--population-rounds", type=int, default=2)
+    ap.add_argument("--mfu-spec", default=str(ROOT / "envs" / "prose-to-math.yaml"))
+    ap.add_argument("--mfu-samples", type=int, default=5, help="env steps timed for the MFU")
     ap.add_argument("--skip-workers", action="store_true")
     ap.add_argument("--skip-branching", action="store_true")
+    ap.add_argument("--skip-population", action="store_true")
+    ap.add_argument("--skip-mfu", action="store_true")
     args = ap.parse_args()
 
     import platform
@@ -129,15 +200,29 @@ def main() -> None:
 
     print(f"bench_collect: {args.spec}; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}; torch {torch.__version__}; {platform.python_version()}")
+    summary: dict[str, Any] = {"workers_ratio": None, "branch4_ratio": None,
+                               "population_ratio": None, "mfu": None}
     with tempfile.TemporaryDirectory(prefix="bench-collect-") as d:
         tmp = Path(d)
         if not args.skip_workers:
             print("1. workers (plain episodes):", flush=True)
-            _workers(args.spec, args.episodes, tmp)
+            summary["workers_ratio"] = _workers(args.spec, args.episodes, tmp)
         if not args.skip_branching:
             print(f"2. branching (1 process, 1 thread, {args.branch_episodes} episodes x "
                   f"{args.repeats} interleaved samples per mode):", flush=True)
-            _branching(args.spec, args.branch, args.branch_episodes, args.repeats, tmp)
+            summary["branch4_ratio"] = _branching(args.spec, args.branch, args.branch_episodes,
+                                                  args.repeats, tmp).get(4)
+    if not args.skip_population:
+        print(f"3. population batching ({args.population_spec}):", flush=True)
+        summary["population_ratio"] = _population(args.population_spec, args.population_rounds)
+    if not args.skip_mfu:
+        print(f"4. utilisation ({args.mfu_spec}):", flush=True)
+        m = _mfu(args.mfu_spec, args.mfu_samples)
+        summary["mfu"] = m["env_step"]
+        summary["mfu_train"] = m["train"]
+        summary["mfu_cpu"] = m["env_step_cpu"]
+    summary["load_average"] = os.getloadavg()[0]
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

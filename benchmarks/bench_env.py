@@ -18,6 +18,11 @@ Prints, from one run:
 (b) **Signal-to-noise**: the spread (std) of the final balanced score over diverse fixed
     mixtures (reset seed 0), divided by its spread over reset seeds (data orders) of one mixture.
     Must be ≥ 3, or the environment cannot teach an agent anything.
+(m) **Utilisation (MFU)**: an env step's FLOPs (one training step's forward + backward and one
+    evaluation, counted with ``FlopCounterMode``, times their counts per env step) per second of
+    its wall time, over a large fp32 matmul's FLOP/s on the same threads, timed just before each
+    sampled step (:mod:`mixagent.proxy.flops`); also the training part alone (comparable to a
+    bare loop). Goal ≥ 0.6 on one thread at the shipped size.
 (c) **Realism**: target-only CPT must clearly degrade the source field (relative held-out loss
     change reported), and the best fixed mixture must beat both source-only and target-only on
     balanced score.
@@ -158,6 +163,38 @@ def overhead(env, pairs: int) -> dict:
     }
 
 
+def utilisation(env, samples: int, seed: int = 123, warm_up: bool = False):
+    """MFU of env steps (uniform weights) against the reference matmul, interleaved (an
+    :class:`~mixagent.proxy.flops.MFUReport`; bench_collect.py measures with this too)."""
+    from mixagent.proxy.flops import env_step_flops, measure_mfu
+
+    eng = env.engine
+    w = np.full(env.num_domains, 1.0 / env.num_domains)
+
+    def step() -> tuple[float, float]:
+        if eng.steps_left < env.env_spec.cpt.steps_per_action:
+            env.reset(seed=seed)
+        _, _, _, _, info = env.step_weights(w)
+        return float(info["wall_time"]), float(info["train_time"])
+
+    env.reset(seed=seed)
+    if warm_up:
+        step()
+    return measure_mfu(step, env_step_flops(eng), eng.threads, samples, eng.device)
+
+
+def report_utilisation(m: dict) -> None:
+    f = m["flops"]
+    print(f"\n(m) utilisation on {m['threads']} thread(s): env step {f['total'] / 1e9:.2f} GFLOP "
+          f"({f['train_steps']} x {f['train_step'] / 1e9:.3f} training + {f['evaluation'] / 1e9:.3f} "
+          f"evaluation); achieved {m['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s vs reference "
+          f"matmul {m['reference_flops_per_second'] / 1e9:.1f} GFLOP/s")
+    cpu = m["env_step_cpu"]
+    print(f"    MFU (median of {m['samples']}): env step {m['env_step']:.3f}, training alone "
+          f"{m['train']:.3f}   (goal >= 0.6 on one thread); per CPU-second "
+          f"{'n/a' if cpu is None else f'{cpu:.3f}'} (steadier under load)")
+
+
 def with_features(spec, features: list[str], params: str | None, sequences: int | None):
     """``spec`` with the observation groups ``features`` on (alignment settings if given)."""
     from mixagent.envs.spec import ObservationSpec
@@ -192,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-mixtures", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=7, help="env/bare pairs timed for (a)")
     ap.add_argument("--noise-mixture", default="target=0.50")
-    ap.add_argument("--overhead-only", action="store_true", help="measure (a) only")
+    ap.add_argument("--mfu-samples", type=int, default=5, help="env steps timed for (m)")
+    ap.add_argument("--overhead-only", action="store_true", help="measure (a) and (m) only")
     ap.add_argument("--features", default="", help="also measure (a) with these observation "
                     "groups on, comma-separated (alignment, benchmark_scores); bar 1.15")
     ap.add_argument("--alignment-params", choices=["head", "all"], default=None)
@@ -220,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     # (a) -------------------------------------------------------------------------------------
     a = overhead(env, args.pairs)
     report_overhead(a, 1.10, " (target <= 1.05)")
+    m = utilisation(env, args.mfu_samples).as_dict()
+    report_utilisation(m)
+    a["mfu"] = m
     features = [f for f in args.features.split(",") if f]
     if features:
         fspec = with_features(spec, features, args.alignment_params, args.alignment_sequences)

@@ -93,6 +93,27 @@ def micro_spec(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return micro_spec_file(micro_cache, tmp_path_factory.mktemp("spec"))
 
 
+@pytest.fixture(scope="session", params=["micro", "micro+task"])
+def micro_env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
+    """The micro env, and a variant that also scores the math exact-match task (same base)."""
+    import yaml
+
+    spec = micro_spec
+    if request.param == "micro+task":
+        from mixagent.data.builtin import TASK_NAME
+
+        d = yaml.safe_load(micro_spec.read_text(encoding="utf-8"))
+        d["eval"]["tasks"] = [{"name": TASK_NAME, "examples": 16}]
+        d["reward"]["target_terms"] = {"loss": 1.0, f"{TASK_NAME}.answer_loss": 0.5}
+        spec = micro_spec.with_name("micro-task.yaml")
+        spec.write_text(yaml.safe_dump(d), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
+        from mixagent.envs.proxy_env import ProxyCPTEnv
+
+        return ProxyCPTEnv(spec, progress=False)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory):
     """One MIXAGENT_CACHE for the proxy and env tests of a session (built-in tiny corpus, bases)."""

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("micro_cache_env")
 
 FAMILY_MICRO = Path(__file__).resolve().parents[1] / "envs" / "family-micro.yaml"
 FAMILY_V1 = Path(__file__).resolve().parents[1] / "envs" / "family-v1.yaml"
+FAMILY_V2 = Path(__file__).resolve().parents[1] / "envs" / "family-v2.yaml"
+FAMILY_MICRO_V2 = Path(__file__).resolve().parents[1] / "envs" / "family-micro-v2.yaml"
 
 
 def _family_dict(micro_spec: Path) -> dict[str, Any]:
@@ -94,6 +96,18 @@ def test_shipped_families_load(micro_spec: Path):
     fam = load_yaml_config(FamilyFile, FAMILY_V1).family  # types only: v1 needs the small corpus
     assert {t.field for t in fam.targets} == {"math", "code"}
     assert {lr.schedule for lr in fam.cpt.lr or []} == {"cosine", "wsd", "constant"}
+    # v2: benchmark-scored; each target scores the source benchmark too (eval_tasks replace
+    # the base's benchmarks), and its weightings are with and without a domain-loss term
+    for path in (FAMILY_V2, FAMILY_MICRO_V2):
+        assert is_family_file(path)
+        fam = load_yaml_config(FamilyFile, path).family
+        assert {t.field for t in fam.targets} == {"math", "code"}
+        assert {lr.schedule for lr in fam.cpt.lr or []} == {"cosine", "wsd", "constant"}
+        for t in fam.targets:
+            assert "prose_cloze" in {task.name for task in t.eval_tasks or []}
+            assert {"loss" in terms for terms in t.target_terms or []} == {True, False}
+            assert all(any(k.endswith(".answer_logprob") for k in terms)
+                       for terms in t.target_terms or [])
 
 
 # -- errors ----------------------------------------------------------------------------------------

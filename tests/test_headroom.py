@@ -251,6 +251,39 @@ def test_resume_from_the_cache_runs_nothing(headroom_run, micro_spec: Path):
     assert _numbers(again.report) == _numbers(first.report)
 
 
+def test_given_candidates_run_on_tune_seeds_and_compete_with_the_search(headroom_run, micro_spec: Path,
+                                                                         tmp_path: Path):
+    """A named hypothesis is one more candidate: run on every tune seed, chosen only on its tune
+    mean, recorded with its text; a typo in it fails before any episode runs."""
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+    from mixagent.evaluation.headroom import measure_headroom
+    from mixagent.policies.protocol import run_episode
+    from mixagent.policies.regmix import RegMix
+
+    out, _ = headroom_run
+    with pytest.raises(ConfigError, match=r"candidate 'typo'.*nosuchfield"):
+        measure_headroom(_hconfig(micro_spec, tmp_path / "bad.json", cache=str(out.with_suffix("")),
+                                  candidates={"typo": "nosuchfield=1"}))
+    assert not (tmp_path / "bad.json").exists()
+    with pytest.raises(ConfigError, match="name"):
+        measure_headroom(env=str(micro_spec), out=str(tmp_path / "h.json"), candidates={"a:b": "prose=1"})
+    res = measure_headroom(_hconfig(micro_spec, tmp_path / "given.json", cache=str(out.with_suffix("")),
+                                    candidates={"target-heavy": "prose=0.1,math=0.9"}))
+    rep = res.report
+    row = next(c for c in rep["search"]["candidates"] if c["name"] == "candidate target-heavy")
+    assert set(row["tune_per_seed"]) == {str(s) for s in TUNE}
+    assert rep["search"]["given"] == {"target-heavy": "prose=0.1,math=0.9"}
+    assert max(rep["search"]["candidates"], key=lambda c: c["tune_mean"])["name"] == rep["best"]["found_by"]
+    # the candidate's numbers are its episodes: prose 0.1 and math 0.9, each spread evenly
+    env = ProxyCPTEnv(micro_spec)
+    roles = dict(zip(rep["spec"]["domains"], rep["spec"]["roles"], strict=True))
+    n_src = sum(r == "source" for r in roles.values())
+    w = {d: (0.1 / n_src if r == "source" else 0.9 / (len(roles) - n_src)) for d, r in roles.items()}
+    again = run_episode(RegMix(weights=w, source_share=0.1), env, TUNE[0]).final_scores["balanced"]
+    assert again == pytest.approx(row["tune_per_seed"][str(TUNE[0])], abs=1e-12)
+    assert "given `target-heavy`" in (tmp_path / "given.md").read_text()
+
+
 @pytest.mark.slow
 def test_one_and_two_ray_workers_give_identical_results(headroom_run, micro_spec: Path, tmp_path: Path):
     from mixagent.evaluation.headroom import measure_headroom

@@ -52,6 +52,9 @@ FACTORIES: dict[str, Callable[[], MixingPolicy]] = {
     "doremi": lambda: resolve_policy("baseline:doremi"),
     "odm": lambda: resolve_policy("baseline:odm"),
     "velocitune": lambda: resolve_policy("baseline:velocitune?eta=3"),
+    # the benchmark-signal baselines (they act on observations with the optional groups on)
+    "alignment": lambda: resolve_policy("baseline:alignment"),
+    "odm_benchmark": lambda: resolve_policy("baseline:odm_benchmark"),
     "regmix": _regmix,
     "agent_pool": lambda: _agent("pool", deterministic=True),
     "agent_attention_sampling": lambda: _agent("attention", deterministic=False),
@@ -81,9 +84,17 @@ def test_every_baseline_and_kind_is_covered():
     assert set(policy_kinds()) <= {k.split("_")[0] if k.startswith("agent") else k for k in FACTORIES}
 
 
-def observations(space: DomainSpace, steps: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """A plausible observation sequence: targets improve, sources drift up (forgetting)."""
+#: kinds that need the optional observation groups (the harness turns them on for these only)
+NEEDS_GROUPS = {"alignment", "odm_benchmark"}
+
+
+def observations(space: DomainSpace, steps: int, seed: int, groups: bool = False
+                 ) -> list[dict[str, np.ndarray]]:
+    """A plausible observation sequence: targets improve, sources drift up (forgetting).
+    ``groups``: with the alignment and benchmark-score columns too (drawn from their own
+    generator, so the v1 columns are the same either way)."""
     rng = np.random.default_rng(seed)
+    extra = np.random.default_rng(seed + 1)
     k = space.num_domains
     tgt = space.is_target
     base = rng.uniform(3.0, 6.0, k)
@@ -94,8 +105,14 @@ def observations(space: DomainSpace, steps: int, seed: int) -> list[dict[str, np
         if t:
             loss = loss + np.where(tgt, -0.08, 0.03) * rng.uniform(0.5, 1.5, k)
         glob = ((~tgt) * (base - loss) / base).sum() / (~tgt).sum(), (tgt * (base - loss) / base).sum() / tgt.sum()
+        align = bench = None
+        if groups:
+            align = np.stack([np.where(tgt, 0.1, 0.5), np.where(tgt, 0.6, 0.2)], axis=1) \
+                + extra.normal(0.0, 0.1, (k, 2))
+            bench = (0.5 * glob[0] + extra.normal(0.0, 0.01), 0.8 * glob[1] + extra.normal(0.0, 0.01))
         out.append(make_observation(w, loss, base, prev, tgt.astype(np.float64), t / steps, glob[0], glob[1],
-                                    (glob[0] + glob[1]) / 2, 20.0, 1.0))
+                                    (glob[0] + glob[1]) / 2, 20.0, 1.0, alignment=align,
+                                    benchmarks=bench))
         w = rng.dirichlet(np.ones(k))
     return out
 
@@ -103,7 +120,7 @@ def observations(space: DomainSpace, steps: int, seed: int) -> list[dict[str, np
 def rollout(policy: MixingPolicy, space: DomainSpace, seed: int, steps: int = 5) -> np.ndarray:
     policy.reset(space, seed)
     ws = []
-    for obs in observations(space, steps, seed=123):
+    for obs in observations(space, steps, seed=123, groups=policy.kind in NEEDS_GROUPS):
         ws.append(policy.act(obs))
         policy.feedback(train_loss=3.0)
     return np.stack(ws)
@@ -150,14 +167,14 @@ def test_one_instance_acts_on_k_and_k_prime(make):
 
 
 #: kinds whose actions depend on what they saw since reset (the rest must return {})
-STATEFUL = {"doremi", "odm", "velocitune", "agent_pool", "agent_attention_sampling", "schedule"}
+STATEFUL = {"doremi", "odm", "velocitune", "alignment", "odm_benchmark", "agent_pool", "agent_attention_sampling", "schedule"}
 
 
 def test_state_dict_continues_a_run_exactly(make, request):
     """state_dict after N acts -> JSON -> a fresh policy's load_state_dict: identical next actions
     (what CPT resume relies on)."""
     space = DomainSpace.synthetic(5, 2)
-    obs = observations(space, 9, seed=123)
+    obs = observations(space, 9, seed=123, groups=make().kind in NEEDS_GROUPS)
     losses = np.linspace(3.0, 4.0, space.num_domains)
 
     def fresh() -> MixingPolicy:

@@ -20,33 +20,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from mixagent.errors import ConfigError
 from mixagent.trajectories import collect, load
+from mixagent.trajectories.collection import QUEUE_DEPTH
 from mixagent.trajectories.schema import DETERMINISTIC_COLUMNS, SCHEMA_TAG, arrow_schema
 from mixagent.trajectories.storage import TrajectoryError
 
 pytestmark = pytest.mark.usefixtures("micro_cache_env")
-
-
-@pytest.fixture(scope="session", params=["micro", "micro+task"])
-def micro_env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
-    """The micro env, and a variant that also scores the math exact-match task (same base)."""
-    spec = micro_spec
-    if request.param == "micro+task":
-        from mixagent.data.builtin import TASK_NAME
-
-        d = yaml.safe_load(micro_spec.read_text(encoding="utf-8"))
-        d["eval"]["tasks"] = [{"name": TASK_NAME, "examples": 16}]
-        d["reward"]["target_terms"] = {"loss": 1.0, f"{TASK_NAME}.answer_loss": 0.5}
-        spec = micro_spec.with_name("micro-task.yaml")
-        spec.write_text(yaml.safe_dump(d), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
-        from mixagent.envs.proxy_env import ProxyCPTEnv
-
-        return ProxyCPTEnv(spec, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +38,7 @@ def ray_session():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     if started:
         ray.shutdown()
@@ -357,6 +338,10 @@ def test_ray_two_workers_retry_a_dead_worker_and_match_in_process(
                  **cfg)
     assert marker.exists()  # a worker really died on episode 1 ...
     assert r.retries == 1 and sorted(r.collected) == [0, 1, 2, 3]  # ... and it was retried
+    # its queue held episodes 1 and 3 (two items per actor): both are sent again, but only
+    # the one it was running counts as a try
+    assert r.remote_calls == 4 + QUEUE_DEPTH and not r.in_process
+    assert r.cpu_seconds_per_transition > 0
     ts = load(out)
     assert len(ts) == 4 * 3 * 2 and ts.num_episodes == 4
     workers = set(ts.table["worker"].to_pylist())
@@ -364,6 +349,15 @@ def test_ray_two_workers_retry_a_dead_worker_and_match_in_process(
     _same_rows(local, out)  # same seeds -> same rows, whichever worker ran an episode
     explorers = __import__("json").loads((out / "card.json").read_text())["explorers"]
     assert sum(explorers.values()) == 4
+
+
+def test_shard_tables_cross_processes_as_arrow_ipc_unchanged(micro_spec: Path, tmp_path: Path):
+    from mixagent.trajectories.schema import table_from_ipc, table_to_ipc
+
+    _collect(micro_spec, tmp_path / "c", 1, seed=5)
+    table = pq.read_table(next((tmp_path / "c" / "shards").glob("episode-*.parquet")))
+    back = table_from_ipc(table_to_ipc(table))
+    assert back.equals(table) and back.schema.metadata == table.schema.metadata
 
 
 # -- explorers ---------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ def evaluate_cmd(
                                           "for several, e.g. --env envs/prose-to-math.yaml --env envs/prose-to-code.yaml."),
     policies: list[str] | None = typer.Option(
         None, "--policy", "-p", help="A policy to evaluate; repeat. policies/NAME or policy:DIR (learned), "
-        "baseline:NAME[?k=v&...] (uniform, tokens, target_only, fixed_ratio, doremi, odm, velocitune), "
+        "baseline:NAME[?k=v&...] (uniform, tokens, target_only, fixed_ratio, doremi, odm, velocitune; "
+        "alignment and odm_benchmark need the env's observation.features), "
         "baseline:best_fixed_ratio (grid-searched per scenario on --tune-seeds) or baseline:regmix "
         "(fitted per scenario on --regmix-runs random mixtures)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder, e.g. reports/NAME "

@@ -111,6 +111,20 @@ def run(
                   f"{env.env_spec.reward.aggregator})")
 
 
+def _candidates(given: list[str]) -> dict[str, str] | None:
+    """``--candidate 'NAME: MIXTURE'`` values as a name -> mixture dict (each name once)."""
+    out: dict[str, str] = {}
+    for g in given:
+        name, sep, text = g.partition(":")
+        if not sep or not name.strip() or not text.strip():
+            raise typer.BadParameter(f"{g!r}: write 'NAME: MIXTURE', e.g. 'word-problems: prose=0.7,"
+                                     "math/algebra-problems=0.3'", param_hint="--candidate")
+        if name.strip() in out:
+            raise typer.BadParameter(f"candidate {name.strip()!r} given twice", param_hint="--candidate")
+        out[name.strip()] = text.strip()
+    return out or None
+
+
 @env_app.command("headroom")
 def headroom(
     env_spec: Path = typer.Argument(..., help=SPEC_HELP),
@@ -123,6 +137,10 @@ def headroom(
                                           "--seeds (default 2000,2001)."),
     runs: int | None = typer.Option(None, "--runs", help="Random static mixtures of the RegMix search "
                                     "(default 32, at least 8)."),
+    candidate: list[str] | None = typer.Option(None, "--candidate", help="A named hypothesis run beside "
+                                               "the search's picks, 'NAME: MIXTURE' with MIXTURE as in "
+                                               "'env run --weights', e.g. 'word-problems: prose=0.7,"
+                                               "math/algebra-problems=0.3'; repeat for several."),
     shares: str | None = typer.Option(None, "--schedule-shares", help="Source shares the dynamic "
                                       "schedules move between (default 0.2,0.5,0.8)."),
     workers: int | None = typer.Option(None, "--workers", "-w", help="Parallel workers (Ray actors); 1 "
@@ -148,6 +166,7 @@ def headroom(
 
     given = {"env": str(env_spec), "out": str(out), "seeds": parse_int_list(seeds, "--seeds"),
              "tune_seeds": parse_int_list(tune_seeds, "--tune-seeds"), "runs": runs,
+             "candidates": _candidates(candidate or []),
              "schedule_shares": parse_float_list(shares, "--schedule-shares"), "workers": workers,
              "threads_per_worker": threads, "cpus_per_worker": cpus_per_worker,
              "gpus_per_worker": gpus_per_worker, "address": address,

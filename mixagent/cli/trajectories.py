@@ -1,4 +1,4 @@
-"""``mixagent collect`` and ``mixagent trajectories info|plot``: trajectory collections."""
+"""``mixagent collect`` and ``mixagent trajectories info|plot|export``: trajectory collections."""
 
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ def collect(
                                      help="Tries per episode when its worker dies."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress",
                                          help="Progress bar (default: on a terminal)."),
+    population: int = typer.Option(1, "--population", min=1,
+                                   help="Train P episodes as one batched model per worker "
+                                   "(population batching; not with --branch)."),
     env_cache: int = typer.Option(4, "--env-cache", min=1,
                                   help="Scenario family: environments each worker keeps, so "
                                   "episodes of a scenario it has seen reuse its environment."),
@@ -91,7 +94,7 @@ def collect(
         "seed": seed, "resume": resume, "cpus_per_worker": cpus_per_worker,
         "gpus_per_worker": gpus_per_worker, "threads_per_worker": threads_per_worker,
         "address": address, "max_attempts": max_attempts, "progress": progress,
-        "env_cache": env_cache,
+        "env_cache": env_cache, "population": population,
     }, "mixagent collect")
     r = run_collect(cfg, explorer_factory=make_explorer)  # policy:/baseline: explorers too
     console = Console()
@@ -186,3 +189,41 @@ def plot(
     path = plot_trajectories(ts, out or Path(folder) / "trajectories.png", episodes=episodes,
                              title=f"{Path(folder).name}: {ts.num_episodes} episodes")
     typer.echo(f"wrote {path}")
+
+
+@app.command("export")
+def export(
+    folder: Path = typer.Argument(..., help="A collection folder written by 'mixagent collect'."),
+    out: Path = typer.Option(..., "--out", "-o", help="Minari datasets root to create (load it with "
+                             "MINARI_DATASETS_PATH=OUT)."),
+    fmt: str = typer.Option("minari", "--format", "-f", help="Export format (only 'minari')."),
+    dataset_id: str | None = typer.Option(None, "--dataset-id",
+                                          help="Minari id, namespace/name-vN (default: "
+                                          "mixagent/<collection name>-v0)."),
+    scenario: str | None = typer.Option(None, "--scenario",
+                                        help="Scenario family: export only this scenario's "
+                                        "episodes (needed when scenarios differ in domain count)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a previous export at OUT (once the new one is "
+                                   "complete)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad shards (with a warning)."),
+) -> None:
+    """Export a collection as a Minari dataset (arrow backend) for offline-RL libraries.
+
+    Each episode's continued path becomes one Minari episode (flattened observations, the
+    env's Box spaces); branch alternatives stay in the Parquet shards only. Needs the optional
+    extra: pip install -e '.[minari]'.
+    """
+    if fmt != "minari":
+        raise typer.BadParameter(f"unknown format {fmt!r}; supported: minari", param_hint="--format")
+    from mixagent.trajectories.export import export_minari
+
+    r = export_minari(folder, out, dataset_id=dataset_id, scenario=scenario, overwrite=overwrite,
+                      skip_bad=skip_bad)
+    typer.echo(f"wrote Minari dataset {r.dataset_id} ({len(r.episodes)} episodes, {r.transitions} "
+               f"transitions; observation {r.observation_size}, {r.num_domains} domains) to {r.path}")
+    if r.alternatives_left_out:
+        typer.echo(f"left out {r.alternatives_left_out} branch-alternative transitions (not on an "
+                   "episode's continued path; they stay in the Parquet shards)")
+    typer.echo(f"load it: MINARI_DATASETS_PATH={r.out} python -c \"import minari; "
+               f"print(minari.load_dataset('{r.dataset_id}'))\"")

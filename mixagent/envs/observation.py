@@ -46,11 +46,13 @@ a permutation-equivariant policy can serve any number of domains.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
+
+from mixagent.errors import ConfigError
 
 DOMAIN_FEATURES: tuple[str, ...] = (
     "weight", "loss", "loss_change_base", "loss_change_step", "is_target",
@@ -100,6 +102,37 @@ def feature_layout(features: Sequence[str] = ()) -> FeatureLayout:
 
 
 V1_LAYOUT = feature_layout()
+
+
+def _layouts() -> dict[tuple[int, int], FeatureLayout]:
+    """Every layout, keyed by its (per-domain, global) feature counts — unique, because each
+    group adds columns to one box only."""
+    groups = list(FEATURE_GROUPS)
+    out = {}
+    for mask in range(2 ** len(groups)):
+        lay = feature_layout([g for i, g in enumerate(groups) if mask >> i & 1])
+        out[(len(lay.domains), len(lay.globals))] = lay
+    assert len(out) == 2 ** len(groups), "two observation layouts have the same shapes"
+    return out
+
+
+_LAYOUTS = _layouts()
+
+
+def observation_widths() -> list[tuple[int, int]]:
+    """(per-domain, global) feature counts of every observation layout, v1's first."""
+    return sorted(_LAYOUTS, key=lambda w: (w != (len(V1_LAYOUT.domains), len(V1_LAYOUT.globals)), w))
+
+
+def observation_layout_of(obs: Mapping[str, np.ndarray]) -> FeatureLayout:
+    """The layout of an environment observation, from its two shapes (each optional group adds
+    columns to one of the two boxes, in a fixed order, so the shapes say which groups are on):
+    what a policy that sees only observations uses to find a column by name."""
+    key = (int(np.shape(obs["domains"])[-1]), int(np.shape(obs["global"])[-1]))
+    if key not in _LAYOUTS:
+        raise ConfigError(f"an observation with {key[0]} per-domain and {key[1]} global features "
+                          "matches no observation layout of this mixagent version")
+    return _LAYOUTS[key]
 
 
 def feature_bounds(loss_max: float, score_max: float) -> dict[str, tuple[float, float]]:

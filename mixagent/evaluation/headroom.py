@@ -72,11 +72,25 @@ class HeadroomConfig(PoolConfig):
     cache: str | None = Field(default=None, description="episode cache folder (episodes/ inside it); "
                               "default: OUT without its suffix. An evaluate report folder works too")
     top_domains: int = Field(default=5, ge=1, description="domains listed as what the best favours")
+    candidates: dict[str, str] = Field(
+        default_factory=dict, description="named hypotheses run beside the search's picks, "
+        "NAME -> mixture in `env run --weights` syntax (e.g. 'prose=0.7,math/algebra-problems=0.3'); "
+        "chosen only if their tune-seed mean is best, like every candidate")
 
     @field_validator("seeds", "tune_seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
         return check_seeds(v)
+
+    @field_validator("candidates")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, text in v.items():
+            if not name.strip() or ":" in name:
+                raise ValueError(f"a candidate's name must be non-empty and without ':', got {name!r}")
+            if not text.strip():
+                raise ValueError(f"candidate {name!r} has no mixture; write it as in `env run --weights`")
+        return v
 
     @field_validator("schedule_shares")
     @classmethod
@@ -151,10 +165,20 @@ class _Headroom:
             raise ConfigError(f"{config.env}: headroom needs source and target domains; the scenario "
                               f"has roles {sorted(set(space.roles))} only")
         self.num_steps = int(self.scenario.spec_payload["spec"]["cpt"]["num_steps"])
+        self.given = self._given(config.candidates)  # parsed now: a typo fails before any episode
         self.labels: dict[str, str] = {}
         self.runner: EpisodeRunner | None = None
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _given(self, candidates: dict[str, str]) -> dict[str, np.ndarray]:
+        from mixagent.envs.weights import parse_weights
+
+        space = self.scenario.space
+        field_of = dict(zip(space.names, space.fields, strict=True))
+        return {name: parse_weights(text, space.names, field_of.__getitem__,
+                                    where=f"headroom candidate {name!r} on {self.config.env}")
+                for name, text in candidates.items()}
+
     def _named(self, name: str, inst: PolicyInstance) -> PolicyInstance:
         self.labels.setdefault(inst.policy_id, name)
         return inst
@@ -245,6 +269,9 @@ class _Headroom:
                 fits[reg] = pol.provenance.get("fit", {})
             for i in np.argsort(-np.asarray(scores), kind="stable")[: cfg.verify_top]:
                 cands.append(_Candidate(f"random run {int(i)}", runs[int(i)], {"mixture": mixtures[int(i)]}))
+            for name, w in self.given.items():
+                cands.append(_Candidate(f"candidate {name}", self._static(f"candidate {name}", w),
+                                        {"mixture": w}))
             unique: dict[str, _Candidate] = {}
             for c in cands:  # a pick may equal a random run: run it once, under its first name
                 unique.setdefault(c.instance.policy_id, c)
@@ -352,8 +379,9 @@ class _Headroom:
                                                  list(uni["per_seed"].values())).to_dict(),
                                   "dynamic": paired(list(dy["per_seed"].values()),
                                                     list(uni["per_seed"].values())).to_dict()},
-            "search": {"method": "random Dirichlet mixtures + RegMix regressions; candidates run on "
-                                 "every tune seed, best tune mean chosen",
+            "search": {"method": "random Dirichlet mixtures + RegMix regressions (+ given candidates); "
+                                 "candidates run on every tune seed, best tune mean chosen",
+                       "given": dict(cfg.candidates),
                        "runs": [{"mixture": [float(x) for x in w], "seed": int(s), "balanced": float(b)}
                                 for w, s, b in zip(mixtures, run_seeds, scores, strict=True)],
                        "best_run": float(max(scores)), "fits": fits, "candidates": cand_rows,
@@ -379,6 +407,13 @@ def _headroom(mean: float, uniform: dict[str, Any]) -> float | None:
 
 def _fmt(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:+.{digits}f}"
+
+
+def _given_note(report: dict[str, Any]) -> str:
+    given = report["search"].get("given") or {}
+    if not given:
+        return ""
+    return " (" + "; ".join(f"given `{n}`: {t}" for n, t in given.items()) + ")"
 
 
 def render_summary(report: dict[str, Any]) -> str:
@@ -415,7 +450,7 @@ def render_summary(report: dict[str, Any]) -> str:
         "",
         f"Search: {len(report['search']['runs'])} random mixtures (best single run "
         f"{report['search']['best_run']:+.5f}), {len(report['search']['candidates'])} candidates "
-        f"re-run on every tune seed; {len(report['family']['rows'])} schedules.",
+        f"re-run on every tune seed{_given_note(report)}; {len(report['family']['rows'])} schedules.",
         "",
         f"Compute: {report['compute']['episodes_total']} episodes ({report['compute']['episodes_run']} "
         f"run, {report['compute']['episodes_cached']} from the cache), "

@@ -2,7 +2,8 @@
 
 ``protocol`` (the protocol, the registry, ``baseline:``/``policy:`` spec strings,
 :func:`run_episode`) → ``static`` (uniform, tokens, target-only, fixed ratio) →
-``heuristics`` (online: DoReMi, ODM, Velocitune) → ``regmix`` → ``features`` / ``network`` / ``agent`` (the
+``heuristics`` (online: DoReMi, ODM, Velocitune) → ``benchmark_heuristics`` (online, on the
+benchmark signals: alignment-following, ODM rewarded by benchmarks) → ``regmix`` → ``features`` / ``network`` / ``agent`` (the
 learned, permutation-equivariant agent) → ``format`` (config.json + model.safetensors + card) →
 ``training`` (offline BC + CQL; online SB3 PPO/SAC over Ray); ``policy_explorers`` (policies as
 trajectory-collection explorers: the explorer factory ``mixagent collect`` passes down).
@@ -34,6 +35,8 @@ _LAZY = {
     "DoReMi": "mixagent.policies.heuristics",
     "ODM": "mixagent.policies.heuristics",
     "Velocitune": "mixagent.policies.heuristics",
+    "AlignmentHeuristic": "mixagent.policies.benchmark_heuristics",
+    "ODMBenchmark": "mixagent.policies.benchmark_heuristics",
     "RegMix": "mixagent.policies.regmix",
     "fit_regmix": "mixagent.policies.regmix",
     "MixingAgent": "mixagent.policies.agent",

@@ -36,7 +36,12 @@ import numpy as np
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from mixagent.config import StrictModel
-from mixagent.envs.observation import FEATURE_GROUPS, V1_LAYOUT, FeatureLayout, feature_layout
+from mixagent.envs.observation import (
+    FEATURE_GROUPS,
+    FeatureLayout,
+    feature_layout,
+    observation_layout_of,
+)
 from mixagent.errors import ConfigError
 
 DOMAIN_INPUTS: tuple[str, ...] = ("weight_rel", "loss", "rel_change_base", "rel_change_step",
@@ -91,36 +96,6 @@ def domain_input_names(spec: FeatureSpec) -> list[str]:
 def global_input_names(spec: FeatureSpec) -> list[str]:
     return [*GLOBAL_INPUTS, *(f"{n}_lag{j}" for j in range(1, spec.history) for n in LAG_GLOBAL),
             *spec.extra.globals]
-
-
-def _layouts() -> dict[tuple[int, int], FeatureLayout]:
-    """Every layout, keyed by its (per-domain, global) feature counts — unique, because each
-    group adds columns to one box only."""
-    groups = list(FEATURE_GROUPS)
-    out = {}
-    for mask in range(2 ** len(groups)):
-        lay = feature_layout([g for i, g in enumerate(groups) if mask >> i & 1])
-        out[(len(lay.domains), len(lay.globals))] = lay
-    assert len(out) == 2 ** len(groups), "two observation layouts have the same shapes"
-    return out
-
-
-_LAYOUTS = _layouts()
-
-
-def observation_widths() -> list[tuple[int, int]]:
-    """(per-domain, global) feature counts of every observation layout, v1's first."""
-    return sorted(_LAYOUTS, key=lambda w: (w != (len(V1_LAYOUT.domains), len(V1_LAYOUT.globals)), w))
-
-
-def observation_layout_of(obs: Mapping[str, np.ndarray]) -> FeatureLayout:
-    """The layout of an environment observation, from its two shapes (each optional group adds
-    columns to one of the two boxes, in a fixed order, so the shapes say which groups are on)."""
-    key = (int(np.shape(obs["domains"])[-1]), int(np.shape(obs["global"])[-1]))
-    if key not in _LAYOUTS:
-        raise ConfigError(f"an observation with {key[0]} per-domain and {key[1]} global features "
-                          "matches no observation layout of this mixagent version")
-    return _LAYOUTS[key]
 
 
 def _column(layout: FeatureLayout, name: str, where: str) -> int:

@@ -181,6 +181,10 @@ class ODM(OnlineReweighter):
         a = self.params.smoothing
         r = loss / np.maximum(self.weights, 1e-12) if self.params.importance_weighted else loss
         self.rewards = a * self.rewards + (1.0 - a) * r
+        return self._exp3_mixture()
+
+    def _exp3_mixture(self) -> np.ndarray:
+        """EXP3's mixture from the reward estimates ``R̂`` (``self.rewards``) at decision ``t``."""
         step = (self.t - 1) * self.params.steps_per_decision  # bandit steps with feedback so far
         z = self._eps(step - self.params.steps_per_decision) * self.rewards
         p = np.exp(z - z.max())

@@ -171,7 +171,8 @@ def _validate(cls: type[P], data: Mapping[str, Any], where: str) -> P:
 # -- registry ------------------------------------------------------------------------------------
 _KINDS: dict[str, type[MixingPolicy]] = {}
 #: modules that register kinds when imported (kept lazy: the agent imports torch)
-_MODULES = ("mixagent.policies.static", "mixagent.policies.heuristics", "mixagent.policies.regmix",
+_MODULES = ("mixagent.policies.static", "mixagent.policies.heuristics",
+            "mixagent.policies.benchmark_heuristics", "mixagent.policies.regmix",
             "mixagent.policies.agent")
 T = TypeVar("T", bound=type[MixingPolicy])
 
@@ -212,7 +213,7 @@ def load_policy(path: str | Path) -> MixingPolicy:
 
 #: baselines resolvable as ``baseline:NAME`` (learned agents are loaded with ``policy:DIR``)
 BASELINES: tuple[str, ...] = ("uniform", "tokens", "target_only", "fixed_ratio", "doremi", "odm",
-                              "velocitune", "regmix")
+                              "velocitune", "alignment", "odm_benchmark", "regmix")
 
 
 def _coerce(value: str) -> Any:

@@ -137,7 +137,11 @@ class RuntimeSpec(StrictModel):
     ``num_threads``: torch intra-op threads while the proxy trains or evaluates (restored after).
     The environment variable ``MIXAGENT_NUM_THREADS`` overrides it (a Ray worker sets it to its
     CPU share); unset, torch's default applies (which honours ``OMP_NUM_THREADS``).
+    ``tune_allocator``: on CPU, keep large freed blocks in the heap (glibc ``mallopt``; see
+    :func:`mixagent.proxy.runtime.tune_allocator`): ~1.5x faster steps at the shipped size,
+    bit-identical results, the process keeps its peak heap mapped. Process-wide once applied.
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(default=None, gt=0)
+    tune_allocator: bool = True

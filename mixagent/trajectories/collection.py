@@ -6,7 +6,9 @@ samples from (seed, i) — fixes the collection's identity (env-spec or family h
 explorers + branching + seed), prepares the output folder (refusing a foreign one), validates the
 shards already there, and collects the missing episodes — in this process for ``workers=1``
 (no Ray), else on a pool of Ray actors, one environment each. Every finished episode is written
-as its own shard at once, so a kill loses at most the episodes in flight.
+as its own shard at once, so a kill loses at most the episodes in flight. With
+``population=P`` the work items are populations of P episodes fixed by index, each trained as one
+batched model by a worker (:mod:`mixagent.trajectories.population`; refused with branching).
 
 Faults:
 
@@ -47,7 +49,14 @@ from mixagent.errors import ConfigError
 from mixagent.trajectories.branching import BranchConfig
 from mixagent.trajectories.explorers import ExplorerFactory, is_stochastic, make_explorer, parse_explorers
 from mixagent.trajectories.identity import CollectionIdentity, family_hash, resolved_spec_hash
-from mixagent.trajectories.schema import COLUMNS, SCHEMA_TAG, env_observation_layout, schema_table_markdown
+from mixagent.trajectories.schema import (
+    COLUMNS,
+    SCHEMA_TAG,
+    env_observation_layout,
+    schema_table_markdown,
+    table_from_ipc,
+)
+from mixagent.trajectories.schema import warm_up as warm_up_arrow
 from mixagent.trajectories.storage import (
     CARD_FORMAT,
     COLLECTION_ENTRIES,
@@ -74,6 +83,11 @@ from mixagent.utils.raypool import ensure_ray as _ensure_ray
 
 log = logging.getLogger(__name__)
 
+#: work items queued on each Ray actor at once (:meth:`~mixagent.utils.raypool.ActorPool.run`):
+#: 2 hides the round trip and the driver's shard write between episodes; more would only make
+#: a kill lose more episodes in flight
+QUEUE_DEPTH = 2
+
 
 class CollectConfig(StrictModel):
     """A trajectory collection (``mixagent collect``); see docs/TRAJECTORIES.md."""
@@ -96,6 +110,8 @@ class CollectConfig(StrictModel):
     max_attempts: int = Field(default=3, ge=1, description="tries per episode when workers die")
     env_cache: int = Field(default=4, ge=1, description="family: environments (scenarios) each "
                            "worker keeps for reuse")
+    population: int = Field(default=1, ge=1, le=4096, description="episodes trained as one "
+                            "batched model per worker (population batching); 1: one by one")
     progress: bool | None = Field(default=None, description="progress bar (default: on a terminal)")
     fault: FaultInjection | None = Field(default=None, description="testing only")
 
@@ -116,11 +132,21 @@ class CollectResult:
     cpu_seconds: float = 0.0  # allocated CPUs x wall time
     worker_cpu_seconds: float = 0.0  # CPU time the workers' processes used while collecting
     driver_cpu_seconds: float = 0.0  # CPU time of this process while collecting
+    remote_calls: int = 0  # work items sent to Ray actors (one round trip each; 0 in-process)
+    in_process: bool = True  # workers=1 without Ray: the driver's CPU time includes the worker's
     workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def transitions_per_second(self) -> float:
         return self.transitions / self.collect_seconds if self.collect_seconds > 0 else 0.0
+
+    @property
+    def cpu_seconds_per_transition(self) -> float:
+        """Process CPU time (workers' processes, plus the driver when it is a separate process;
+        Ray's daemons not counted) per transition collected: the cost of a transition, which
+        unlike wall time does not depend on what else runs on the machine. Setup excluded."""
+        cpu = self.worker_cpu_seconds + (0.0 if self.in_process else self.driver_cpu_seconds)
+        return cpu / self.transitions if self.transitions else 0.0
 
 
 def collect(config: CollectConfig | None = None, *, explorer_factory: ExplorerFactory | None = None,
@@ -155,6 +181,10 @@ class _Collection:
                 raise ConfigError(f"branch alternatives 'explorer' need explorers whose proposals "
                                   f"are random; {', '.join(lazy)} would propose the same action K "
                                   "times (use alternatives 'perturb' or 'auto')")
+        if config.population > 1 and config.branch.k > 1:
+            raise ConfigError(f"--population {config.population} and --branch {config.branch.k} "
+                              "cannot be combined: a population batches whole episodes, "
+                              "branching batches the K actions of one step; choose one")
         self.family: Any = None  # a ScenarioFamily, when env_spec is a family file
         if is_family_file(config.env_spec):
             self.family = load_family(config.env_spec)
@@ -166,7 +196,7 @@ class _Collection:
         spec = self.resolved.spec
         self.identity = CollectionIdentity(
             env_spec_hash=self.spec_hash, explorers=[f"{c.spec}@{c.weight:g}" for c in choices],
-            seed=config.seed, branch=config.branch.identity())
+            seed=config.seed, branch=_batching_identity(config))
         self.config_hash = self.identity.config_hash
         self.collection_id = self.config_hash[:8]
         threads = config.threads_per_worker or max(1, int(config.cpus_per_worker))
@@ -176,7 +206,7 @@ class _Collection:
             spec_root=str(spec.root), spec_hash=self.spec_hash, collection_hash=self.config_hash,
             collection_id=self.collection_id, explorers=[(c.spec, c.weight) for c in choices],
             seed=config.seed, branch=config.branch, threads=threads, env_vars=env_vars,
-            fault=config.fault, env_cache=config.env_cache,
+            fault=config.fault, env_cache=config.env_cache, population=config.population,
             family=self.family.to_dict() if self.family is not None else None)
         self.result = CollectResult(self.out)
 
@@ -279,6 +309,25 @@ class _Collection:
                         per_s=f"{self.result.transitions / max(elapsed, 1e-9):.2f}")
         bar.update(1, note=f"episode {episode}: {table.num_rows} transitions")
 
+    def _groups(self, todo: list[int]) -> list[tuple[int, ...]]:
+        """The work items: one episode each, or with ``population=P`` the populations of the
+        missing episodes. Populations are fixed by index (episodes ``g·P … g·P+P-1`` below
+        ``episodes``), never by what happens to be missing: a population's float rounding may
+        depend on its members (batched kernels), so a resumed collection reruns a population
+        whole — writing only its missing shards — and its rows are those of an uninterrupted
+        run."""
+        p = self.config.population
+        if p == 1:
+            return [(ep,) for ep in todo]
+        starts = sorted({ep - ep % p for ep in todo})
+        return [tuple(range(g, min(g + p, self.config.episodes))) for g in starts]
+
+    def _on_group(self, group: tuple[int, ...], tables: list[pa.Table], bar: Any,
+                  wanted: set[int]) -> None:
+        for ep, table in zip(group, tables, strict=True):
+            if ep in wanted:  # members with a valid shard were rerun only for exact rounding
+                self._on_episode(ep, table, bar)
+
     def _bar(self, total: int) -> Progress:
         """A bar on a terminal, a log line per episode otherwise (a collection runs for hours)."""
         return Progress(total, "collecting", "episode", progress=self.config.progress, logger=log,
@@ -292,9 +341,13 @@ class _Collection:
         self.result.setup_seconds = time.perf_counter() - t0
         self._t_ready = time.perf_counter()
         cpu0 = time.process_time()
+        wanted = set(todo)
         with self._bar(len(todo)) as bar:
-            for ep in todo:
-                self._on_episode(ep, worker.run_episode(ep), bar)
+            for group in self._groups(todo):
+                if self.config.population == 1:
+                    self._on_episode(group[0], worker.run_episode(group[0]), bar)
+                else:
+                    self._on_group(group, worker.run_population(list(group)), bar, wanted)
         self.result.collect_seconds = time.perf_counter() - self._t_ready
         self.result.driver_cpu_seconds = time.process_time() - cpu0  # includes the worker
         self.result.worker_cpu_seconds = worker.stats()["cpu_seconds"]
@@ -303,6 +356,7 @@ class _Collection:
         import ray
 
         cfg = self.config
+        self.result.in_process = False
         started = _ensure_ray(cfg.address)
         t0 = time.perf_counter()
         remote_cls = ray.remote(EpisodeWorker)
@@ -317,18 +371,33 @@ class _Collection:
 
         actors = [new_actor() for _ in range(cfg.workers)]
         pool = _ActorPool(actors, new_actor, max_replacements=cfg.workers * cfg.max_attempts)
+        warm_up_arrow()  # while the actors start: the first table received would pay it
         try:
             self.result.workers = pool.start()
             self.result.setup_seconds = time.perf_counter() - t0
             self._t_ready = time.perf_counter()
             cpu0 = time.process_time()
             with self._bar(len(todo)) as bar:
-                self.result.retries = pool.run(
-                    todo, "run_episode", lambda ep, table: self._on_episode(ep, table, bar),
-                    max_attempts=cfg.max_attempts)
+                # two items queued per actor: the next episode is waiting when one ends, so a
+                # worker never idles while the driver writes a shard (see ActorPool.run)
+                # tables travel as Arrow IPC bytes (schema.table_to_ipc says why)
+                if cfg.population == 1:
+                    self.result.retries = pool.run(
+                        todo, "run_episode_ipc",
+                        lambda ep, data: self._on_episode(ep, table_from_ipc(data), bar),
+                        max_attempts=cfg.max_attempts, depth=QUEUE_DEPTH)
+                else:
+                    wanted = set(todo)
+                    self.result.retries = pool.run(
+                        self._groups(todo), "run_population_ipc",
+                        lambda group, data: self._on_group(
+                            group, [table_from_ipc(d) for d in data], bar, wanted),
+                        max_attempts=cfg.max_attempts, call_args=lambda group: (list(group),),
+                        depth=QUEUE_DEPTH)
             self.result.collect_seconds = time.perf_counter() - self._t_ready
             self.result.driver_cpu_seconds = time.process_time() - cpu0
             self.result.worker_cpu_seconds = pool.cpu_seconds()
+            self.result.remote_calls = pool.calls
         finally:
             pool.shutdown()
             if started:
@@ -342,6 +411,16 @@ class _Collection:
             write_card(self.out, card, readme)
         except Exception as err:  # the card must never hide the collection's own error
             log.warning("could not write the dataset card of %s: %s", self.out, err)
+
+
+def _batching_identity(config: CollectConfig) -> dict[str, Any]:
+    """The identity's ``branch`` entry: the branching config, plus ``population`` when episodes
+    are batched (it changes float rounding, as ``batched`` does). Left out at 1, so collections
+    without populations keep the config hash they always had."""
+    out = config.branch.identity()
+    if config.population > 1:
+        out["population"] = config.population
+    return out
 
 
 def _mismatch(out: Path, found: dict[str, Any], mine: dict[str, Any]) -> str:
@@ -383,6 +462,9 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
         "wall_seconds": round(result.wall_seconds, 3),
         "cpu_seconds": round(result.cpu_seconds, 3),
         "worker_cpu_seconds": round(result.worker_cpu_seconds, 3),
+        "driver_cpu_seconds": round(result.driver_cpu_seconds, 3),
+        "cpu_seconds_per_transition": round(result.cpu_seconds_per_transition, 6),
+        "remote_calls": result.remote_calls,
         "host": platform.node(),
     })
     spec = resolved.spec

@@ -1,4 +1,9 @@
-"""K copies of the proxy trained and evaluated as one batched computation (fast branching).
+"""K copies of the proxy trained and evaluated as one batched computation (fast branching,
+population batching).
+
+The K replicas are either K branches from one snapshot (:mod:`~mixagent.trajectories.branching`)
+or P whole episodes that keep their own state (:mod:`~mixagent.trajectories.population`): the
+trainer only sees stacked parameters and optimizer state, one batch and one LR per step.
 
 Branching tries K actions from one snapshot. Done one after another, each branch costs a full
 re-weighting step, so branching by itself yields no more transitions per CPU-second than plain
@@ -40,6 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+#: logits one folded evaluation pass may hold (2**27 fp32 = 512 MiB): K x rows x seq x vocab
+MAX_EVAL_LOGITS = 2**27
 
 
 class FoldError(RuntimeError):
@@ -233,6 +242,8 @@ class ReplicaTrainer:
         self.optimizer = type(orig_opt)(groups, **defaults)
         self._names = names
         self._grad_clip = engine.cpt.optimizer.grad_clip
+        #: evaluation holds at most about this many logits at once (see _sequence_losses)
+        self.max_logits = MAX_EVAL_LOGITS
         self.verify()
 
     # -- checks ------------------------------------------------------------------------------------
@@ -367,11 +378,17 @@ class ReplicaTrainer:
 
     def _sequence_losses(self, ev: Any, tokens: torch.Tensor) -> torch.Tensor:
         """``[K, rows]``: each replica's mean next-token loss of each row of ``tokens`` (held-out
-        sequences, a text benchmark's), ``ev.batch_size`` rows per folded pass."""
+        sequences, a text benchmark's), ``ev.batch_size`` rows per folded pass (fewer when K is large,
+        see :data:`MAX_EVAL_LOGITS`)."""
         k = self.k
         out = torch.empty(k, tokens.shape[0], device=tokens.device)
-        for i in range(0, tokens.shape[0], ev.batch_size):
-            x = tokens[i : i + ev.batch_size]
+        # a large population (P in the hundreds on a GPU) would hold P x batch_size rows of
+        # logits at once: fewer rows per pass bound that; each row's loss is its own either way
+        vocab = int(self.engine.model.get_input_embeddings().weight.shape[0])
+        per_pass = max(1, min(ev.batch_size,
+                              self.max_logits // max(1, k * (tokens.shape[1] - 1) * vocab)))
+        for i in range(0, tokens.shape[0], per_pass):
+            x = tokens[i : i + per_pass]
             logits = self.rm(x[:, :-1].repeat(k, 1))
             # row-major (tokens, vocab) layout: same values as the engine's transposed call,
             # ~2.5x faster on CPU

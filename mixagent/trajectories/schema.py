@@ -150,6 +150,30 @@ def rows_to_table(rows: list[dict[str, Any]], spec_hash: str, config_hash: str,
     return table.replace_schema_metadata(shard_metadata(spec_hash, config_hash, episode))
 
 
+def table_to_ipc(table: pa.Table) -> bytes:
+    """A shard table as one Arrow IPC stream (schema and footer metadata included): how a Ray
+    worker returns it. Ray's own serialiser for Arrow tables walks every column in Python
+    (~1.7 ms a table each way on the micro spec, a tenth of a millisecond-scale episode); one
+    IPC buffer costs ~0.03 ms and is plain bytes — a lossless format, not a pickle."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_from_ipc(data: bytes) -> pa.Table:
+    """The table :func:`table_to_ipc` encoded (same rows, types and metadata)."""
+    return pa.ipc.open_stream(data).read_all()
+
+
+def warm_up() -> None:
+    """Import now what a process's first shard table would import: pyarrow imports pandas on
+    the first ``pa.array`` (~0.5 CPU-seconds). Collection calls this during setup, in workers
+    and in the driver (which rebuilds the tables workers send), so the cost is counted once as
+    setup and not inside the first episode's time."""
+    rows_to_table([], "", "", 0)
+
+
 def observation_layout(domain_features: list[str], global_features: list[str],
                        num_domains: int) -> dict[str, Any]:
     """The description of the flattened observation written into the card."""

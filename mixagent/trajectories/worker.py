@@ -15,6 +15,10 @@ Scenario families: the worker samples episode ``i``'s scenario itself
 keeps the environments of the last ``env_cache`` scenarios, so episodes of a scenario it has
 seen reuse its environment. All scenarios of a family share one base, pre-trained (or found in
 the cache) once when the worker starts.
+
+Population batching (``population > 1``): :meth:`EpisodeWorker.run_population` runs a group of
+episodes as one batched model (:mod:`mixagent.trajectories.population`), each member with its
+own explorer instance and the seeds above, so its rows are the ones :meth:`run_episode` gives.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,8 @@ class WorkerConfig(StrictModel):
     family: dict[str, Any] | None = Field(
         default=None, description="ScenarioFamily.to_dict(): sample a scenario per episode")
     env_cache: int = Field(default=4, ge=1, description="environments of a family kept per worker")
+    population: int = Field(default=1, ge=1, description="episodes trained as one batched model "
+                            "(run_population); 1: episode by episode")
 
 
 @dataclass
@@ -83,6 +89,7 @@ class _EnvSlot:
     brancher: Brancher
     scenario: str  # '' for a collection of one env spec
     spec_hash: str
+    steppers: dict[int, Any] = field(default_factory=dict)  # population size -> PopulationStepper
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,11 @@ class EpisodeWorker(PoolWorker):
 
         self.choices = [ExplorerChoice(s, w) for s, w in cfg.explorers]
         self._explorers: dict[str, Explorer] = {}
+        #: population members' explorers, (spec, member slot) -> explorer: members that use the
+        #: same spec at once need their own instances (explorers keep per-episode state)
+        self._member_explorers: dict[tuple[str, int], Explorer] = {}
+        self.population_enabled = cfg.population > 1
+        self.population_fallback: str | None = None
         self._envs: OrderedDict[str, _EnvSlot] = OrderedDict()  # scenario id -> slot (LRU)
         self.family: Any = None
         if cfg.family is None:
@@ -121,7 +133,26 @@ class EpisodeWorker(PoolWorker):
             self._use(self._build(spec, ""))
         else:
             self._start_family(cfg.family)
+        self._warm_up()
         self._ready()
+
+    def _warm_up(self) -> None:
+        """Pay the one-off costs of a fresh process now, inside setup, not in its first episode.
+
+        A Ray actor is a new interpreter: its first :meth:`run_episode` used to import what the
+        episode loop imports lazily — above all pandas, which pyarrow imports on the first
+        ``pa.array`` (~0.5 CPU-seconds, 5-10 micro-spec episodes' worth of work). Counted in a
+        worker's steady state, that cost made short-episode collections look as if Ray cost
+        ~20% per episode. Building an empty table touches no environment or random state, so
+        rows are unchanged.
+        """
+        from gymnasium.spaces import flatten  # noqa: F401
+
+        from mixagent.data.sampler import validate_weights  # noqa: F401
+        from mixagent.envs.actions import action_from_weights  # noqa: F401
+        from mixagent.trajectories.schema import warm_up
+
+        warm_up()
 
     def _start_family(self, data: dict[str, Any]) -> None:
         """Check the family resolves to the collection's hash here, and make sure of its base."""
@@ -258,6 +289,127 @@ class EpisodeWorker(PoolWorker):
         self._episodes += 1
         return rows_to_table(rows, cfg.spec_hash, cfg.collection_hash, episode)
 
+
+    def run_episode_ipc(self, episode: int) -> bytes:
+        """:meth:`run_episode`, its table as Arrow IPC bytes: what a Ray actor returns
+        (:func:`~mixagent.trajectories.schema.table_to_ipc` says why)."""
+        from mixagent.trajectories.schema import table_to_ipc
+
+        return table_to_ipc(self.run_episode(episode))
+
+    def run_population_ipc(self, episodes: list[int]) -> list[bytes]:
+        """:meth:`run_population`, each table as Arrow IPC bytes (see :meth:`run_episode_ipc`)."""
+        from mixagent.trajectories.schema import table_to_ipc
+
+        return [table_to_ipc(t) for t in self.run_population(episodes)]
+
+    # -- population batching -------------------------------------------------------------------
+    def run_population(self, episodes: list[int] | tuple[int, ...]) -> list[Any]:
+        """Collect ``episodes`` as one population (:mod:`mixagent.trajectories.population`);
+        returns their tables in the order given, each the rows :meth:`run_episode` would give
+        (to floating-point reassociation; ``batched`` True).
+
+        Members must share the scenario: with a family, the episodes are grouped by scenario
+        (in order of first appearance) and each group is one population. A member alone in its
+        group, or every member once batching is off (unfoldable model, a failed verification,
+        any error in the batched path), runs as a plain episode.
+        """
+        episodes = [int(e) for e in episodes]
+        for ep in episodes:
+            self._maybe_crash(ep)
+        groups: dict[str, list[int]] = {}
+        for ep in episodes:
+            key = self.family.scenario(self.cfg.seed, ep).id if self.family is not None else ""
+            groups.setdefault(key, []).append(ep)
+        tables: dict[int, Any] = {}
+        for group in groups.values():
+            if self.family is not None:
+                self._use_scenario(group[0])
+            done = self._population(group) if len(group) > 1 and self.population_enabled else None
+            if done is None:
+                done = {ep: self.run_episode(ep) for ep in group}
+            tables.update(done)
+        return [tables[ep] for ep in episodes]
+
+    def _stepper(self, size: int) -> Any:
+        from mixagent.trajectories.population import FoldError, PopulationStepper
+
+        stepper = self.slot.steppers.get(size)
+        if stepper is None:
+            try:
+                stepper = PopulationStepper(self.env, size)
+            except FoldError as err:
+                self._disable_population(f"cannot batch a population: {err}")
+                return None
+            self.slot.steppers[size] = stepper
+        return stepper
+
+    def _disable_population(self, reason: str) -> None:
+        if self.population_enabled:
+            log.warning("worker %s: %s; collecting episode by episode from now on",
+                        self.worker_id, reason)
+        self.population_enabled = False
+        self.population_fallback = reason
+        for slot in [self.slot, *self._envs.values()]:
+            slot.steppers.clear()
+
+    def _population(self, group: list[int]) -> dict[int, Any] | None:
+        """The batched population of ``group`` (one scenario), or None to run it episode by
+        episode (batching just turned off; the reason was logged)."""
+        from mixagent.errors import MixagentError
+
+        stepper = self._stepper(len(group))
+        if stepper is None:
+            return None
+        try:
+            return self._population_rows(group, stepper)
+        except MixagentError:
+            raise  # a user error (an explorer's bad weights): the plain path would repeat it
+        except Exception as err:  # any surprise in the fast path: fall back, keep collecting
+            self._disable_population(f"population batching failed ({type(err).__name__}: {err})")
+            return None
+
+    def _population_rows(self, group: list[int], stepper: Any) -> dict[int, Any]:
+        from mixagent.envs.actions import action_from_weights
+        from mixagent.trajectories.schema import rows_to_table
+
+        cfg, env = self.cfg, self.env
+        seeds = [episode_seeds(cfg.seed, ep) for ep in group]
+        explorers = []
+        for j, s in enumerate(seeds):
+            spec = choose_explorer(self.choices, np.random.default_rng(s.choice))
+            if (spec, j) not in self._member_explorers:
+                self._member_explorers[(spec, j)] = self._make_explorer(spec)
+            explorers.append(self._member_explorers[(spec, j)])
+        starts = stepper.reset([s.env for s in seeds])
+        for explorer, s in zip(explorers, seeds, strict=True):
+            self._reset_explorer(explorer, s.explorer)
+        obs = [o for o, _ in starts]
+        infos = [i for _, i in starts]
+        rows: list[list[dict[str, Any]]] = [[] for _ in group]
+        eps_ids = [f"{cfg.collection_id}-{ep:06d}" for ep in group]
+        parent = -1
+        for t in range(env.num_steps):
+            proposals = [self._normalise(ex.act(o, i), ex)
+                         for ex, o, i in zip(explorers, obs, infos, strict=True)]
+            # the same map as run_episode: the stored action is what the env maps to weights
+            actions = [action_from_weights(w, self._scale, self._floor) for w in proposals]
+            transitions = stepper.step(actions)
+            for j, tr in enumerate(transitions):
+                rows[j].append(self._row(eps_ids[j], group[j], t, 0, 1, parent, True,
+                                         self._flat(obs[j]), tr, proposals[j], explorers[j].name,
+                                         seeds[j]))
+            obs = [tr.obs for tr in transitions]
+            infos = [tr.info for tr in transitions]
+            parent = 0
+            ended = {tr.terminated or tr.truncated for tr in transitions}
+            if len(ended) > 1:
+                raise RuntimeError("population members ended at different steps")
+            if ended == {True}:
+                break
+        self._episodes += len(group)
+        return {ep: rows_to_table(r, cfg.spec_hash, cfg.collection_hash, ep)
+                for ep, r in zip(group, rows, strict=True)}
 
     def _normalise(self, w: Any, explorer: Explorer) -> np.ndarray:
         from mixagent.data.sampler import validate_weights

@@ -97,9 +97,11 @@ def ensure_ray(address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         # a private single-user instance: no token auth (Ray >= 2.60 would write a token file
-        # under the home directory) and no dashboard
+        # under the home directory) and no dashboard. address="local" because a bare ray.init()
+        # joins whatever cluster already runs on the machine (another user's job, a test's
+        # simulated cluster) and dies with it
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     return True
 
 
@@ -109,6 +111,11 @@ class ActorPool:
     Actors must have an ``info()`` method (awaited at start, and on replacements, so setup
     errors surface) and, for :meth:`cpu_seconds`, a ``stats()`` method returning
     ``{"cpu_seconds": ...}``. ``what`` names an item in messages ("episode", "task").
+
+    A replacement actor gets items only once its ``info()`` has returned. After a lost node
+    there may be no room for it until the cluster grows, and an item sent to an actor that is
+    never scheduled would wait forever; ``pending`` keeps such actors' ``info`` calls from one
+    :meth:`run` to the next (phases of an evaluation share a pool).
     """
 
     def __init__(self, actors: list[Any], factory: Callable[[], Any], max_replacements: int,
@@ -119,6 +126,10 @@ class ActorPool:
         self.replaced = 0
         self.what = what
         self.role = role
+        #: replacement actors not ready yet: their in-flight ``info()`` ref -> actor index
+        self.pending: dict[Any, int] = {}
+        #: item calls sent to actors (one round trip each), over every :meth:`run`
+        self.calls = 0
 
     def start(self) -> list[dict[str, Any]]:
         """Wait until every actor has built its state (surfacing setup errors)."""
@@ -152,10 +163,18 @@ class ActorPool:
         self.actors[i] = self.factory()
 
     def run(self, items: Sequence[Hashable], method: str, on_result: Callable[[Any, Any], None],
-            max_attempts: int, call_args: Callable[[Any], Sequence[Any]] | None = None) -> int:
+            max_attempts: int, call_args: Callable[[Any], Sequence[Any]] | None = None,
+            depth: int = 1) -> int:
         """Run ``method(*call_args(item))`` (default ``method(item)``) for every item; returns
         how many tries were repeated. ``on_result(item, value)`` is called in the driver as
         results arrive (in completion order, not item order).
+
+        ``depth``: items queued on each actor at once. An actor runs its calls one after the
+        other, so with ``depth`` 2 its next item is already waiting when one finishes: it does
+        not sit idle for a round trip and for the driver's handling of the result (writing a
+        shard) — on millisecond episodes that gap is a large share of each episode. An actor
+        that dies fails every item queued on it; only the one it was running (the first not
+        finished) counts as a try, the others go back to the queue uncharged.
 
         A replacement actor starts in the background (its ``info`` call is in flight like an
         item), so the other workers keep going while it builds its state.
@@ -163,19 +182,43 @@ class ActorPool:
         import ray
 
         args_of = call_args or (lambda item: (item,))
-        what = self.what
         queue = collections.deque(items)
         attempts: collections.Counter[Hashable] = collections.Counter()
-        idle = list(range(len(self.actors)))
+        starting = set(self.pending.values())
+        ready = [i for i in range(len(self.actors)) if i not in starting]
+        #: the item calls queued on each actor, in the order it runs them
+        lanes: dict[int, collections.deque[Any]] = {i: collections.deque()
+                                                    for i in range(len(self.actors))}
         # ref -> (actor, item, is_item); is_item False: a replacement actor starting
-        in_flight: dict[Any, tuple[int, Any, bool]] = {}
+        in_flight: dict[Any, tuple[int, Any, bool]] = {ref: (i, None, False)
+                                                       for ref, i in self.pending.items()}
+        self.pending = {}
         retries = 0
-        while queue or any(is_item for _, _, is_item in in_flight.values()):
-            while idle and queue:
-                i, item = idle.pop(0), queue.popleft()
-                in_flight[getattr(self.actors[i], method).remote(*args_of(item))] = (i, item, True)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
+
+        def charge(item: Any, err: BaseException, died: bool) -> None:
+            nonlocal retries
+            attempts[item] += 1
+            if attempts[item] >= max_attempts:
+                if died:
+                    raise MixagentError(f"{self.what} {item}: its worker died {attempts[item]} "
+                                        f"times; last error: {short_error(err)}") from None
+                raise MixagentError(f"{self.what} {item} failed {attempts[item]} times; last "
+                                    f"error:\n{err}") from None
+            retries += 1
+
+        while queue or any(lanes.values()):
+            while queue:  # breadth first: every free actor gets one item before any gets two
+                free = [i for i in ready if len(lanes[i]) < depth]
+                if not free:
+                    break
+                i = min(free, key=lambda j: len(lanes[j]))
+                item = queue.popleft()
+                ref = getattr(self.actors[i], method).remote(*args_of(item))
+                in_flight[ref] = (i, item, True)
+                lanes[i].append(ref)
+                self.calls += 1
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
                 i, item, is_item = in_flight.pop(ref)
                 try:
                     value = ray.get(ref)
@@ -183,14 +226,10 @@ class ActorPool:
                     cause = unwrap_error(err)
                     if isinstance(cause, MixagentError) or not is_item:
                         raise cause from None
-                    attempts[item] += 1
-                    if attempts[item] >= max_attempts:
-                        raise MixagentError(f"{what} {item} failed {attempts[item]} times; last "
-                                            f"error:\n{err}") from None
-                    log.warning("%s %s failed (%s); retrying", what, item, short_error(err))
+                    lanes[i].remove(ref)
+                    charge(item, err, died=False)
+                    log.warning("%s %s failed (%s); retrying", self.what, item, short_error(err))
                     queue.appendleft(item)
-                    retries += 1
-                    idle.append(i)
                     continue
                 except ray.exceptions.RayActorError as err:
                     if not is_item:
@@ -198,19 +237,48 @@ class ActorPool:
                         if cause is not None:
                             raise cause from None
                     else:
-                        attempts[item] += 1
-                        if attempts[item] >= max_attempts:
-                            raise MixagentError(f"{what} {item}: its worker died {attempts[item]} "
-                                                f"times; last error: {short_error(err)}") from None
-                        queue.appendleft(item)  # retried by whichever worker is free next
-                        retries += 1
+                        failed = self._drain(lanes[i], ref, item, in_flight, on_result)
+                        charge(failed[0], err, died=True)  # the one it was running
+                        queue.extendleft(reversed(failed))  # retried by whichever is free next
+                    ready = [j for j in ready if j != i]
                     self._replace(i, err)
                     in_flight[self.actors[i].info.remote()] = (i, None, False)
                     continue
                 if is_item:
+                    lanes[i].remove(ref)
                     on_result(item, value)
-                idle.append(i)
+                else:
+                    ready.append(i)
+        # replacements still starting: not given work until they are up, in a later run too
+        self.pending = {ref: i for ref, (i, _, is_item) in in_flight.items() if not is_item}
         return retries
+
+    @staticmethod
+    def _drain(lane: collections.deque[Any], dead_ref: Any, dead_item: Any,
+               in_flight: dict[Any, tuple[int, Any, bool]],
+               on_result: Callable[[Any, Any], None]) -> list[Any]:
+        """Empty a dead actor's lane; returns its unfinished items in the order it would have
+        run them. A call that did finish before the death is delivered, not run again."""
+        import ray
+
+        failed = []
+        for ref in list(lane):
+            item = dead_item if ref == dead_ref else in_flight.pop(ref)[1]
+            if ref != dead_ref and ray.wait([ref], timeout=0)[0]:
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:
+                    cause = unwrap_error(err)
+                    if isinstance(cause, MixagentError):
+                        raise cause from None
+                except ray.exceptions.RayActorError:
+                    pass
+                else:
+                    on_result(item, value)
+                    continue
+            failed.append(item)
+        lane.clear()
+        return failed
 
     def cpu_seconds(self) -> float:
         """CPU seconds the live actors used since their state was ready (best effort: a replaced
@@ -218,7 +286,8 @@ class ActorPool:
         import ray
 
         total = 0.0
-        for a in self.actors:
+        starting = set(self.pending.values())  # never started: asking them would wait
+        for a in (a for i, a in enumerate(self.actors) if i not in starting):
             with contextlib.suppress(Exception):
                 total += float(ray.get(a.stats.remote(), timeout=30)["cpu_seconds"])
         return total

@@ -12,6 +12,7 @@ here and nowhere else, so every policy records it the same way whatever trained 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ Algo = Literal["cql", "bc", "regmix", "ppo", "sac"]
 #: algorithms that learn from collected trajectories; the others train on an env spec
 FROM_TRAJECTORIES: tuple[str, ...] = ("cql", "bc", "regmix")
 HISTORY_NAME = "history.json"
+log = logging.getLogger(__name__)
 
 
 class TrainConfig(StrictModel):
@@ -102,14 +104,20 @@ def train_policy(config: TrainConfig, out: str | Path | None = None, *,
 
 
 def _trained_with(paths: list[str]) -> ScenarioRecord | None:
-    """The scenario of trajectory collections, from the env spec each one saved when it began."""
+    """The scenario of trajectory collections, from the env spec each one saved when it began
+    (for a scenario family: its base, named after the family — the observation settings every
+    scenario shares; the reward varies by scenario and each row's is in its scenario's spec)."""
     from mixagent.trajectories.storage import SPEC_FILE, read_json
 
     for root in map(Path, paths):
         if (root / SPEC_FILE).is_file():
-            spec = read_json(root / SPEC_FILE, "env spec").get("spec") or {}
+            env = read_json(root / SPEC_FILE, "env spec")
+            spec = env.get("spec") or {}
             if spec:
                 return ScenarioRecord.from_spec(spec)
+            fam = (env.get("family") or {}).get("family") or {}
+            if isinstance(fam.get("base"), dict):
+                return ScenarioRecord.from_spec(fam["base"], name=str(fam.get("name", "")))
     return None
 
 
@@ -117,6 +125,13 @@ def _from_trajectories(config: TrainConfig, out: Path | None, progress: bool | N
     from mixagent.policies.training.data import read_trajectories
 
     rows, meta = read_trajectories(config.trajectories)
+    families = meta.pop("families", [])
+    if families:  # what the card needs of them (the full family is in the collections)
+        meta["scenario_families"] = [
+            {"name": (f["family"].get("family") or {}).get("name"), "seed": f["seed"],
+             "collection_id": f["collection_id"], "scenarios": len(f["scenario_ids"]),
+             "episodes": len(f["episodes"])} for f in families]
+        meta["scenarios"] = len({str(r["scenario"]) for r in rows if r.get("scenario")})
     prov: dict[str, Any] = {"data": {"trajectories": list(config.trajectories), "transitions": len(rows),
                                      **meta}}
     scenario = _trained_with(config.trajectories)
@@ -128,17 +143,68 @@ def _from_trajectories(config: TrainConfig, out: Path | None, progress: bool | N
     from mixagent.policies.training.offline import OfflineConfig, train_offline
 
     hp = {**config.hyperparameters, "algo": config.algo}
+    sweep = hp.pop("sweep", None)
     hp.setdefault("action_scale", meta.get("action_scale") or 3.0)
     hp.setdefault("floor", meta.get("action_floor", 0.0))
+    # the agent uses every optional observation group all its data observed (alignment,
+    # benchmark scores), unless the hyper-parameters say which
+    features = dict(hp.get("features") or {})
+    features.setdefault("observation", list(meta.get("observation_features", [])))
+    hp["features"] = features
     cfg = validate_config(OfflineConfig, hp, "hyperparameters")
+    if sweep is not None and cfg.selection is None:
+        raise ConfigError("hyperparameters.sweep: hyper-parameters are chosen by the held-out "
+                          "family score; give hyperparameters.selection too")
     data = transitions_from_rows(rows, cfg.features, cfg.action_scale, cfg.floor,
                                  space_name=meta.get("env_spec", ""))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    res = train_offline(data, cfg, out, progress=progress, provenance=prov)
+    selector = None
+    if cfg.selection is not None:
+        from mixagent.policies.training.selection import make_selector
+
+        selector = make_selector(cfg.selection, families)
+    try:
+        if sweep is None:
+            res = train_offline(data, cfg, out, progress=progress, provenance=prov, selector=selector)
+        else:
+            res = _sweep(data, hp, sweep, out, progress, prov, selector)
+    finally:
+        if selector is not None:
+            selector.close()
     return TrainResult(res.agent, res.seconds, res.history, {
         "transitions": len(data), "episodes": len(data.episodes), "spaces": len(data.spaces),
         "max_domains": int(data.mask.sum(1).max()), "best": res.best})
+
+
+def _sweep(data: Any, hp: dict[str, Any], sweep: Any, out: Path | None, progress: bool | None,
+           prov: dict[str, Any], selector: Any) -> Any:
+    """Hyper-parameter selection: train once per ``sweep`` entry (overrides of ``hp``) and keep
+    the agent with the best held-out family score (the same held-out scenarios and seeds for
+    every candidate); the card records every candidate's overrides and score."""
+    from mixagent.policies.training.offline import OfflineConfig, train_offline
+
+    if not isinstance(sweep, list) or not sweep or not all(isinstance(o, dict) for o in sweep):
+        raise ConfigError("hyperparameters.sweep: a non-empty list of hyper-parameter overrides "
+                          "(mappings), e.g. [{cql_alpha: 0.5}, {cql_alpha: 2.0}]")
+    results, summary = [], []
+    for i, overrides in enumerate(sweep):
+        cfg = validate_config(OfflineConfig, {**hp, **overrides}, f"hyperparameters.sweep[{i}]")
+        selector.history = []
+        res = train_offline(data, cfg, out / f"sweep-{i}" if out is not None else None,
+                            progress=progress, provenance=json.loads(json.dumps(prov)),
+                            selector=selector)
+        results.append(res)
+        summary.append({"candidate": i, "overrides": overrides,
+                        "heldout_score": res.best["heldout_score"], "best": res.best})
+        log.info("sweep candidate %d %s: held-out score %.4f", i, overrides,
+                 res.best["heldout_score"])
+    pick = int(max(range(len(results)), key=lambda j: results[j].best["heldout_score"]))
+    res = results[pick]
+    res.agent.provenance.setdefault("selection", {})["sweep"] = {"chosen": pick,
+                                                                  "candidates": summary}
+    res.seconds = sum(r.seconds for r in results)
+    return res
 
 
 def _regmix(config: TrainConfig, rows: list[dict[str, Any]], prov: dict[str, Any]) -> TrainResult:

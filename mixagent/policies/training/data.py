@@ -10,6 +10,10 @@ is given the window ``path[t-H+1 .. t]`` and its next state the window ``path[t-
 an action even if the collection used another scale.
 
 Domain spaces of different sizes can be mixed: arrays are padded to the largest K with a mask.
+A scenario-family collection (``mixagent collect FAMILY``) has one domain space and observation
+layout *per scenario* (the ``scenario`` column; the card's ``scenarios.<id>``): every row is read
+with its own scenario's space and layout, never the family base's, so episodes with 5 and with 30
+domains, with and without the optional observation groups, train one agent side by side.
 """
 
 from __future__ import annotations
@@ -61,17 +65,24 @@ class TransitionData:
                               self.returns, self.spaces)
 
 
-def unflatten(flat: Sequence[float], k: int) -> dict[str, np.ndarray]:
+def unflatten(flat: Sequence[float], k: int, features: Sequence[str] | None = None
+              ) -> dict[str, np.ndarray]:
     """The env's ``Dict`` observation from a flattened row (``domains`` row-major, then ``global``).
 
-    The row's length says which optional feature groups the collection had on (each layout
-    has its own per-domain and global widths; for K ≥ 2 domains no two layouts flatten to the
-    same length), so collections with and without them are read alike.
+    ``features``: the optional observation groups the row's scenario had on, when known (the
+    card records them per scenario) — then the layout is exact. Otherwise the row's length says
+    which groups were on (each layout has its own per-domain and global widths; for K ≥ 2
+    domains no two layouts flatten to the same length), so collections with and without them are
+    read alike.
     """
-    from mixagent.policies.features import observation_widths
+    from mixagent.envs.observation import feature_layout, observation_widths
 
     a = np.asarray(flat, dtype=np.float32)
-    for fd, fg in observation_widths():
+    widths = observation_widths()
+    if features is not None:
+        lay = feature_layout(list(features))
+        widths = [(len(lay.domains), len(lay.globals))]
+    for fd, fg in widths:
         if a.size == k * fd + fg:
             return {"domains": a[: k * fd].reshape(k, fd), "global": a[k * fd :]}
     fd, fg = len(DOMAIN_FEATURES), len(GLOBAL_FEATURES)
@@ -79,11 +90,31 @@ def unflatten(flat: Sequence[float], k: int) -> dict[str, np.ndarray]:
                     "(or more with optional observation features): the observation layout changed?")
 
 
+def _spec_of(env: Mapping[str, Any]) -> dict[str, Any]:
+    """The env spec a collection's stored ``env_spec`` stands for: the spec itself, or for a
+    scenario family its base (what every scenario shares: action map, source field)."""
+    if env.get("spec"):
+        return dict(env["spec"])
+    fam = (env.get("family") or {}).get("family") or {}
+    base = fam.get("base")
+    return dict(base) if isinstance(base, Mapping) else {}
+
+
 def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Transition rows of trajectory collections (read and validated by
     :func:`mixagent.trajectories.load`) and what their cards say about the env: its name and
-    action map (``action_scale``, ``action_floor``), spec hashes and collection ids."""
+    action map (``action_scale``, ``action_floor``), spec hashes and collection ids.
+
+    Each row gains ``domain_space`` (its scenario's :class:`DomainSpace`) and ``obs_features``
+    (the optional observation groups its scenario observed). ``meta["observation_features"]``
+    lists the groups *every* row has (what an agent trained on all of them can use); for scenario
+    families ``meta["families"]`` holds each family (plain data), its collection seed and the
+    (seed, episode) pairs and scenario ids it trained on (held-out selection excludes them).
+    """
+    import json
+
     from mixagent.trajectories import load
+    from mixagent.trajectories.storage import COLLECTION_FILE, SPEC_FILE
 
     ts = load(list(paths))
     rows = ts.table.to_pylist()
@@ -94,44 +125,88 @@ def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
                             "episodes": len({r["eps_id"] for r in rows}),
                             "collection_seconds": round(sum(float((c.get("compute") or {}).get(
                                 "transition_seconds", 0.0)) for c in ts.cards), 1)}
-    specs = [(c.get("env_spec") or {}) for c in ts.cards]
-    for root in paths:  # a collection still running (or killed) has no card yet
-        f = Path(root) / "env_spec.json"
+    envs = [(c.get("env_spec") or {}) for c in ts.cards]
+    families: list[dict[str, Any]] = []  # {"family", "seed", "collection_hash"}
+    for root in map(Path, paths):  # a collection still running (or killed) has no card yet
+        f = root / SPEC_FILE
         if f.is_file():
-            import json
-
-            specs.append(json.loads(f.read_text(encoding="utf-8")))
-    for env in specs:
-        spec = env.get("spec") or {}
+            env = json.loads(f.read_text(encoding="utf-8"))
+            envs.append(env)
+            coll = root / COLLECTION_FILE
+            if env.get("family") and coll.is_file():
+                rec = json.loads(coll.read_text(encoding="utf-8"))
+                families.append({"family": env["family"], "seed": int(rec["identity"]["seed"]),
+                                 "collection_id": str(rec["collection_id"]),
+                                 "env_spec_hash": str(rec["env_spec_hash"])})
+    for env in envs:
+        spec = _spec_of(env)
         if spec:
             act = spec.get("action") or {}
             meta.update({"env_spec": env.get("name") or spec.get("name", ""),
                          "action_scale": float(act.get("scale", 3.0)),
                          "action_floor": float(act.get("floor", 0.0))})
             break
-    spaces = _recorded_spaces(ts.cards, specs, rows)
-    for r in rows:  # each row carries its collection's domain space (a shared object)
-        r["domain_space"] = spaces[str(r["env_spec_hash"])]
+    spaces, features = _recorded_spaces(ts.cards, envs, families, rows)
+    for r in rows:  # each row carries its scenario's domain space (a shared object)
+        h = str(r["env_spec_hash"])
+        r["domain_space"] = spaces[h]
+        r["obs_features"] = features.get(h)
+    groups = [set(f) for f in features.values() if f is not None]
+    meta["observation_features"] = sorted(set.intersection(*groups)) if groups and \
+        len(groups) == len(features) else []
+    if families:
+        for fam in families:
+            own = [r for r in rows if _in_family(r, fam)]
+            fam["episodes"] = sorted({int(r["episode"]) for r in own})
+            fam["scenario_ids"] = sorted({str(r["scenario"]) for r in own})
+        meta["families"] = families
     return rows, meta
 
 
-def _recorded_spaces(cards: Sequence[Mapping[str, Any]], specs: Sequence[Mapping[str, Any]],
-                     rows: Sequence[Mapping[str, Any]]) -> dict[str, DomainSpace]:
-    """The domain space of every env-spec hash in ``rows``: the one the collection recorded in
-    its card (``domain_space``: the env's real fields, roles and token counts).
+def _in_family(row: Mapping[str, Any], fam: Mapping[str, Any]) -> bool:
+    """Whether ``row`` came from the family collection ``fam`` (an episode id starts with its
+    collection's id)."""
+    return bool(row.get("scenario")) and str(row["eps_id"]).startswith(f"{fam['collection_id']}-")
 
-    A collection from before cards recorded it (or still without a card) gets its space from
-    the env spec it stored: roles from the rows' ``is_target`` feature, fields from the spec's
-    source and target field (exact: an env's domains are those of its two fields), token counts
-    unknown (0, with a warning; only the policy's provenance records them).
+
+def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[str, Any]],
+                     families: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+                     ) -> tuple[dict[str, DomainSpace], dict[str, list[str] | None]]:
+    """The domain space and observation groups of every env-spec hash in ``rows``: the ones the
+    collection recorded in its card (``domain_space``, or per scenario of a family
+    ``scenarios.<id>.domain_space``: the env's real fields, roles and token counts).
+
+    A family collection without a card yet (still running, or killed) gets each scenario's
+    space by re-sampling it from (collection seed, episode) — pure — and resolving it. A
+    collection from before cards recorded spaces gets its space from the env spec it stored:
+    roles from the rows' ``is_target`` feature, fields from the spec's source and target field
+    (exact: an env's domains are those of its two fields), token counts unknown (0, with a
+    warning; only the policy's provenance records them).
     """
-    out = {str(c["env_spec_hash"]): DomainSpace.from_dict(c["domain_space"])
-           for c in cards if c.get("domain_space") and c.get("env_spec_hash")}
+    out: dict[str, DomainSpace] = {}
+    feats: dict[str, list[str] | None] = {}
+    for c in cards:
+        env = c.get("env_spec") or {}
+        if c.get("domain_space") and c.get("env_spec_hash"):
+            h = str(c["env_spec_hash"])
+            out[h] = DomainSpace.from_dict(c["domain_space"])
+            feats[h] = list((_spec_of(env).get("observation") or {}).get("features") or [])
+        for entry in (c.get("scenarios") or {}).values():
+            if entry.get("domain_space") and entry.get("env_spec_hash"):
+                h = str(entry["env_spec_hash"])
+                out[h] = DomainSpace.from_dict(entry["domain_space"])
+                feats[h] = list(((entry.get("spec") or {}).get("observation") or {})
+                                .get("features") or [])
     for r in rows:
         h = str(r["env_spec_hash"])
         if h in out:
             continue
-        spec = next((e.get("spec") for e in specs if e.get("spec")), None) or {}
+        if r.get("scenario"):
+            fam = next((f for f in families if _in_family(r, f)), None)
+            if fam is not None:
+                out[h], feats[h] = _resampled_space(fam, int(r["episode"]), str(r["scenario"]))
+                continue
+        spec = next((_spec_of(e) for e in envs if e.get("spec")), None) or {}
         names = list(r["domain_names"])
         target = unflatten(r["obs"], len(names))["domains"][:, DOMAIN_FEATURES.index("is_target")] > 0.5
         if "source_field" not in spec or "target_field" not in spec:
@@ -143,7 +218,22 @@ def _recorded_spaces(cards: Sequence[Mapping[str, Any]], specs: Sequence[Mapping
                              tuple(spec["target_field"] if t else spec["source_field"] for t in target),
                              tuple("target" if t else "source" for t in target), (0,) * len(names),
                              str(spec.get("name", "")))
-    return out
+        feats[h] = None  # unknown: read by the row's length
+    return out, feats
+
+
+def _resampled_space(fam: Mapping[str, Any], episode: int, scenario: str
+                     ) -> tuple[DomainSpace, list[str]]:
+    """A family scenario's domain space and observation groups, re-sampled from its
+    collection's (seed, episode) and resolved against the data (a collection without a card)."""
+    from mixagent.envs.family import ScenarioFamily
+    from mixagent.envs.setup import resolve_spec
+
+    sc = ScenarioFamily.from_dict(fam["family"]).scenario(int(fam["seed"]), episode)
+    if sc.id != scenario:
+        raise DataError(f"episode {episode} records scenario {scenario}, but its family now samples "
+                        f"{sc.id}; the family changed under the collection")
+    return DomainSpace.from_env(resolve_spec(sc.spec)), list(sc.spec.observation.features)
 
 
 def _row_space(r: Mapping[str, Any], name: str) -> DomainSpace:
@@ -160,7 +250,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
                           action_scale: float, floor: float = 0.0, space_name: str = "") -> TransitionData:
     """Agent-input transitions from schema rows (see module docstring); ``space_name`` names
     the domain spaces in the policy's provenance (default: the env-spec hash)."""
-    from mixagent.envs.actions import action_from_weights
+    from mixagent.envs.actions import action_from_weights, policy_floor
 
     by_ep: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -177,7 +267,9 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
         if not steps or steps != list(range(len(steps))):
             log.warning("episode %s: main path has steps %s; skipped", eid, steps[:5])
             continue
-        path = [unflatten(path_rows[0]["obs"], k)] + [unflatten(path_rows[t]["new_obs"], k) for t in steps]
+        feats = ep_rows[0].get("obs_features")
+        path = [unflatten(path_rows[0]["obs"], k, feats)] + [unflatten(path_rows[t]["new_obs"], k, feats)
+                                                              for t in steps]
         space = _row_space(ep_rows[0], space_name)
         spaces.setdefault((space.names, space.roles), space)
         e_idx = len(episodes)
@@ -188,12 +280,12 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
             if t > len(path) - 1:  # a branch past the end of the stored path
                 continue
             before = path[max(0, t - h + 1) : t + 1]
-            nxt = unflatten(r["new_obs"], k)
+            nxt = unflatten(r["new_obs"], k, feats)
             after = [*path[max(0, t - h + 2) : t + 1], nxt]
             d, g = build_features(before, features)
             d2, g2 = build_features(after, features)
             w = np.asarray(r["weights"], dtype=np.float64)
-            a = action_from_weights(w, action_scale, floor)
+            a = action_from_weights(w, action_scale, policy_floor(floor, k))
             items.append((d, g, a, w, float(r["rewards"]), d2, g2, float(bool(r["terminateds"])),
                           e_idx, bool(r.get("is_continuation", True))))
     if not items:
@@ -228,8 +320,8 @@ def rows_from_episode(result: Any, space: DomainSpace, eps_id: str) -> list[dict
     obs = result.observations
     names = list(space.names)
     k = len(names)
-    space = observation_space(k, 1.0, 1.0)
-    flat = [gym.spaces.flatten(space, o).astype(np.float32).tolist() for o in obs]
+    box = observation_space(k, 1.0, 1.0)  # flattening order only (domains, then global)
+    flat = [gym.spaces.flatten(box, o).astype(np.float32).tolist() for o in obs]
     rows = []
     for t, s in enumerate(result.steps):
         rows.append({"eps_id": eps_id, "t": t, "obs": flat[t], "new_obs": flat[t + 1],

@@ -19,6 +19,12 @@ torch — LIBRARY-FACTS explains why not d3rlpy or RLlib.
 4. **Validation and early stopping**: every ``eval_every`` steps the validation loss (BC: NLL;
    CQL: the TD error of the validation transitions under the current policy) is measured; the
    best actor is kept and training stops after ``patience`` evaluations without improvement.
+   With ``selection`` (:mod:`.selection`), the policy kept is instead the one with the best
+   mean final balanced score on held-out scenarios of a scenario family — the BC warm start's
+   and then CQL's every ``selection.every`` steps and at the end — never the TD error (issue
+   13: the TD error says how well the critic fits, not how well the agent mixes); TD early
+   stopping is then off (``selection.patience`` stops on the held-out score instead), and
+   every candidate's score goes into the provenance (``selection``).
 5. **Checkpoints** in the policy format every ``checkpoint_every`` steps of each phase under
    ``OUT/checkpoints/{bc,cql}-STEP`` (the last ``keep_checkpoints``); the best policy in ``OUT``.
 
@@ -44,6 +50,7 @@ from mixagent.policies.agent import AgentParams, MixingAgent
 from mixagent.policies.features import IS_TARGET_COLUMN, FeatureSpec
 from mixagent.policies.network import ActorNet, CriticNet, NetworkConfig
 from mixagent.policies.training.data import TransitionData
+from mixagent.policies.training.selection import HeldOutSelector, SelectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,8 @@ class OfflineConfig(StrictModel):
     patience: int = Field(default=8, gt=0, description="evaluations without improvement")
     checkpoint_every: int = Field(default=2500, gt=0)
     keep_checkpoints: int = Field(default=3, ge=0)
+    selection: SelectionConfig | None = Field(
+        default=None, description="select the policy by its held-out family score (not TD)")
 
 
 @dataclass
@@ -163,9 +172,13 @@ def make_agent(actor: ActorNet, cfg: OfflineConfig) -> MixingAgent:
 
 
 def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = None, *,
-                  progress: bool | None = None, provenance: dict[str, Any] | None = None
-                  ) -> OfflineResult:
-    """Train an agent on ``data``; writes checkpoints under ``out/checkpoints`` if ``out``."""
+                  progress: bool | None = None, provenance: dict[str, Any] | None = None,
+                  selector: HeldOutSelector | None = None) -> OfflineResult:
+    """Train an agent on ``data``; writes checkpoints under ``out/checkpoints`` if ``out``.
+
+    ``selector`` (built from ``cfg.selection`` by the caller, which knows the training
+    collections to keep out): pick the policy by its held-out family score instead of by
+    validation loss (module docstring, step 4)."""
     from mixagent.utils.progress import Progress
 
     t_start = time.perf_counter()
@@ -237,10 +250,37 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
                 checkpoint("bc", step, actor)
     actor.load_state_dict(best_state)
     best = {"phase": "bc", "val_bc_loss": float(best_val)}
+    # held-out selection: the candidates' scores, the best one's state (the BC warm start first)
+    sel_best: dict[str, Any] = {}
+    sel_state = copy.deepcopy(actor.state_dict())
+
+    def select(phase: str, step: int) -> bool:
+        """Score the current actor on the held-out scenarios; True if it is the best so far."""
+        nonlocal sel_best, sel_state
+        assert selector is not None
+        score = selector.score(make_agent(actor, cfg), {"phase": phase, "step": step})
+        history.append({"phase": 0.0 if phase == "bc" else 1.0, "step": float(step),
+                        "heldout_score": score})
+        if not sel_best or score > sel_best["heldout_score"] + 1e-9:
+            sel_best = {"phase": phase, "step": step, "heldout_score": score}
+            sel_state = copy.deepcopy(actor.state_dict())
+            return True
+        return False
+
+    def finish(a: ActorNet, fallback: dict[str, Any]) -> OfflineResult:
+        chosen = fallback
+        if selector is not None:
+            a.load_state_dict(sel_state)
+            chosen = {**sel_best, "criterion": "heldout_score"}
+            prov["selection"] = selector.record(chosen)
+        agent = make_agent(a, cfg)
+        agent.provenance = {**prov, "best": chosen}
+        return OfflineResult(agent, history, chosen, time.perf_counter() - t_start)
+
+    if selector is not None:
+        select("bc", step)
     if cfg.algo == "bc" or cfg.cql_steps == 0:
-        agent = make_agent(actor, cfg)
-        agent.provenance = {**prov, "best": best}
-        return OfflineResult(agent, history, best, time.perf_counter() - t_start)
+        return finish(actor, best)
 
     # -- 2. CQL ----------------------------------------------------------------------------------
     q1, q2 = (CriticNet(fd, fg, cfg.network, IS_TARGET_COLUMN, cfg.action_scale) for _ in range(2))
@@ -284,6 +324,9 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
         return td, gap
 
     best_val, best_state, bad = np.inf, copy.deepcopy(actor.state_dict()), 0
+    sel_every = cfg.selection.every if cfg.selection is not None else 0
+    sel_patience = cfg.selection.patience if cfg.selection is not None else 0
+    sel_bad = 0
     with Progress(cfg.cql_steps, "CQL", "step", progress=progress, logger=log,
                   log_every=_log_every(cfg.eval_every, cfg.cql_steps), log_seconds=30.0) as bar:
         for step in range(1, cfg.cql_steps + 1):
@@ -327,17 +370,24 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
                 if v < best_val - 1e-5:
                     best_val, best_state, bad = v, copy.deepcopy(actor.state_dict()), 0
                     best = {"phase": "cql", "step": step, "val_td": v}
-                else:
+                elif selector is None:  # with held-out selection, the TD error decides nothing
                     bad += 1
                     if bad >= cfg.patience:
                         log.info("CQL: early stop at step %d (best validation TD %.4f at step %s)",
                                  step, best_val, best.get("step"))
                         bar.update(1)
                         break
+            if selector is not None and ((sel_every and step % sel_every == 0)
+                                         or step == cfg.cql_steps):
+                sel_bad = 0 if select("cql", step) else sel_bad + 1
+                if sel_patience and sel_bad >= sel_patience:
+                    log.info("CQL: early stop at step %d (best held-out score %.4f at %s %s)",
+                             step, sel_best["heldout_score"], sel_best["phase"], sel_best["step"])
+                    bar.update(1)
+                    break
             bar.update(1)  # after the postfix, so a log line shows this step's numbers
             if step % cfg.checkpoint_every == 0:
                 checkpoint("cql", step, actor)
-    actor.load_state_dict(best_state)
-    agent = make_agent(actor, cfg)
-    agent.provenance = {**prov, "best": best}
-    return OfflineResult(agent, history, best, time.perf_counter() - t_start)
+    if selector is None:  # with a selector, finish() loads the held-out best
+        actor.load_state_dict(best_state)
+    return finish(actor, best)

@@ -1,0 +1,143 @@
+"""Choosing among checkpoints (and hyper-parameter settings) by what the agent is for.
+
+An offline agent's validation TD error says how well its critic fits the data, not how well
+it mixes: on small trajectory sets the two disagree (issue 13). What a user wants is the mean
+*final balanced score* on scenarios the agent never trained on, so that is the criterion here:
+the held-out scenarios are drawn from a scenario family (by default the one the trajectories
+were collected on) with a sampling seed and episode indices disjoint from every (seed, episode)
+of the training collections, and any scenario whose id (a hash of its semantics) occurs in the
+training data is skipped — so no held-out scenario is one the agent saw. Each candidate agent
+runs one episode per held-out scenario and env seed; the scores go into the policy's card.
+
+Environments are built once per held-out scenario and reused for every candidate (they share
+the family's cached base), so a selection costs (scenarios × seeds) proxy episodes per
+candidate and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from mixagent.config import StrictModel
+from mixagent.errors import ConfigError
+from mixagent.policies.protocol import MixingPolicy, run_episode
+
+log = logging.getLogger(__name__)
+
+#: the first held-out scenario seed tried when none is given (then the next free one)
+HELD_OUT_SEED = 7_000_001
+#: give up after this many draws per wanted scenario (a tiny family may not have enough)
+_MAX_DRAWS = 50
+
+
+class SelectionConfig(StrictModel):
+    """Checkpoint selection by the mean final balanced score on held-out family scenarios."""
+
+    family: str | None = Field(default=None, description="scenario family YAML; default: the "
+                               "family the trajectories were collected on")
+    scenarios: int = Field(default=4, ge=1, description="held-out scenarios")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="env seeds: one episode per scenario and seed")
+    scenario_seed: int | None = Field(default=None, description="sampling seed of the held-out "
+                                      "scenarios; default: the first free seed from 7000001")
+    every: int = Field(default=0, ge=0, description="CQL steps between selections "
+                                                      "(0: at the end of each phase only)")
+    patience: int = Field(default=0, ge=0, description="stop CQL after this many selections "
+                                                        "without improvement (0: never)")
+
+
+class HeldOutSelector:
+    """Scores agents on a fixed set of held-out family scenarios (see the module docstring)."""
+
+    def __init__(self, cfg: SelectionConfig, family: Any, *,
+                 exclude_pairs: Iterable[tuple[int, int]] = (), exclude_ids: Iterable[str] = ()):
+        self.cfg = cfg
+        self.family = family
+        pairs = {(int(s), int(e)) for s, e in exclude_pairs}
+        ids = set(exclude_ids)
+        used_seeds = {s for s, _ in pairs}
+        seed = cfg.scenario_seed
+        if seed is None:
+            seed = HELD_OUT_SEED
+            while seed in used_seeds:
+                seed += 1
+        self.scenario_seed = int(seed)
+        self.scenarios: list[Any] = []
+        index = 0
+        while len(self.scenarios) < cfg.scenarios:
+            if index >= _MAX_DRAWS * cfg.scenarios:
+                raise ConfigError(f"selection: found only {len(self.scenarios)} of {cfg.scenarios} "
+                                  f"held-out scenarios of {family.name} not in the training data; "
+                                  "ask for fewer (selection.scenarios)")
+            if (self.scenario_seed, index) not in pairs:
+                sc = family.scenario(self.scenario_seed, index)
+                if sc.id not in ids and sc.id not in {s.id for s in self.scenarios}:
+                    self.scenarios.append(sc)
+            index += 1
+        self._envs: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.seconds = 0.0
+
+    def _env(self, scenario: Any) -> Any:
+        if scenario.id not in self._envs:
+            from mixagent.envs.proxy_env import ProxyCPTEnv
+
+            self._envs[scenario.id] = ProxyCPTEnv(scenario.spec, progress=False)
+        return self._envs[scenario.id]
+
+    def score(self, agent: MixingPolicy, label: Mapping[str, Any]) -> float:
+        """The mean final balanced score of ``agent`` over the held-out scenarios and seeds
+        (recorded in :attr:`history` with ``label``)."""
+        t0 = time.perf_counter()
+        per: dict[str, float] = {}
+        for sc in self.scenarios:
+            env = self._env(sc)
+            per[sc.id] = float(np.mean([run_episode(agent, env, int(seed)).final_scores["balanced"]
+                                        for seed in self.cfg.seeds]))
+        mean = float(np.mean(list(per.values())))
+        self.seconds += time.perf_counter() - t0
+        self.history.append({**label, "score": mean, "per_scenario": per})
+        log.info("held-out selection %s: mean final balanced score %.4f over %d scenario(s)",
+                 dict(label), mean, len(per))
+        return mean
+
+    def record(self, best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What the policy card records: the criterion, the scenarios, every candidate's score."""
+        return {"criterion": "mean final balanced score on held-out family scenarios",
+                "family": self.family.name, "family_origin": self.family.origin,
+                "scenario_seed": self.scenario_seed, "seeds": list(self.cfg.seeds),
+                "scenarios": [{"id": s.id, "description": s.spec.description}
+                              for s in self.scenarios],
+                "candidates": self.history, "best": dict(best or {}),
+                "seconds": round(self.seconds, 1)}
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+def make_selector(cfg: SelectionConfig, families: list[Mapping[str, Any]]) -> HeldOutSelector:
+    """A selector for ``cfg``; ``families``: ``read_trajectories``'s ``meta["families"]`` (the
+    training collections' families, seeds, episodes and scenario ids, all excluded)."""
+    from mixagent.envs.family import ScenarioFamily, load_family
+
+    if cfg.family is not None:
+        if not Path(cfg.family).is_file():
+            raise ConfigError(f"selection.family: family file not found: {cfg.family}")
+        family = load_family(cfg.family)
+    elif families:
+        family = ScenarioFamily.from_dict(families[0]["family"])
+    else:
+        raise ConfigError("selection: the trajectories are not a scenario-family collection; "
+                          "give selection.family (a family YAML) to draw held-out scenarios from")
+    pairs = [(int(f["seed"]), int(e)) for f in families for e in f.get("episodes", [])]
+    ids = [i for f in families for i in f.get("scenario_ids", [])]
+    return HeldOutSelector(cfg, family, exclude_pairs=pairs, exclude_ids=ids)

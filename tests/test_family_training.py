@@ -1,0 +1,149 @@
+"""Issue 13's must-show: a tiny agent trained end to end on a tiny scenario-family collection
+acts on a domain count it never saw, uses the v2 observation groups, and is selected by its
+held-out family score.
+
+The family is ``envs/family-micro-v2.yaml`` (benchmark-scored micro scenarios with alignment and
+benchmark-score observations) with its base's data pointed at the session's built tiny corpus, so
+it shares the session's cached micro base (same model, pre-training and data).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from mixagent.trajectories import collect
+
+pytestmark = pytest.mark.usefixtures("micro_cache_env")
+
+FAMILY_MICRO_V2 = Path(__file__).resolve().parents[1] / "envs" / "family-micro-v2.yaml"
+SEED = 1
+EPISODES = 3
+
+
+@pytest.fixture(scope="module")
+def family_file(micro_spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = yaml.safe_load(FAMILY_MICRO_V2.read_text(encoding="utf-8"))
+    d["family"]["base"]["data"] = yaml.safe_load(micro_spec.read_text(encoding="utf-8"))["data"]
+    path = tmp_path_factory.mktemp("family-v2") / "family.yaml"
+    path.write_text(yaml.safe_dump(d), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def family_traj(family_file: Path, micro_cache: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> Path:
+    out = tmp_path_factory.mktemp("family-traj") / "c"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
+        collect(env_spec=str(family_file), out=str(out), episodes=EPISODES, seed=SEED,
+                progress=False)
+    return out
+
+
+def _unseen_scenario(family: Any, seen_k: set[int]) -> tuple[Any, int]:
+    """A scenario of the family (another sampling seed) whose domain count the collection lacks."""
+    from mixagent.envs.setup import resolve_spec
+
+    for i in range(200):
+        sc = family.scenario(99, i)
+        k = len(resolve_spec(sc.spec).domains)
+        if k not in seen_k:
+            return sc, k
+    raise AssertionError(f"no scenario with a domain count outside {sorted(seen_k)}")
+
+
+def test_family_collection_reads_per_scenario_spaces_and_groups(family_traj: Path, tmp_path: Path):
+    """Every row gets its own scenario's domain space and observation groups — from the card,
+    and identically by re-sampling when the collection has no card yet (still running)."""
+    from mixagent.policies.features import FeatureSpec
+    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
+
+    rows, meta = read_trajectories([family_traj])
+    assert meta["observation_features"] == ["alignment", "benchmark_scores"]
+    assert meta["action_scale"] == 3.0 and meta["action_floor"] == 0.01  # the family base's
+    card = json.loads((family_traj / "card.json").read_text())
+    for r in rows:
+        entry = card["scenarios"][r["scenario"]]
+        assert list(r["domain_space"].names) == list(r["domain_names"]) == entry["domain_names"]
+        assert r["obs_features"] == ["benchmark_scores", "alignment"]
+    (fam,) = meta["families"]
+    assert fam["seed"] == SEED and fam["episodes"] == list(range(EPISODES))
+    data = transitions_from_rows(rows, FeatureSpec(observation=meta["observation_features"]),
+                                 meta["action_scale"], meta["action_floor"])
+    ks = {len(s.names) for s in data.spaces}
+    assert len(ks) > 1, "the collection should mix domain counts"
+    assert data.mask.shape[1] == max(ks) and np.isfinite(data.dom).all()
+
+    no_card = tmp_path / "no-card"
+    shutil.copytree(family_traj, no_card)
+    (no_card / "card.json").unlink()
+    rows2, _ = read_trajectories([no_card])
+    by_eps = {r["eps_id"]: r["domain_space"] for r in rows}
+    for r in rows2:
+        assert r["domain_space"] == by_eps[r["eps_id"]]
+
+
+def test_agent_trained_on_a_family_acts_on_an_unseen_domain_count(family_traj: Path,
+                                                                   family_file: Path,
+                                                                   tmp_path: Path):
+    from mixagent.envs.family import load_family
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+    from mixagent.policies import load_policy
+    from mixagent.policies.protocol import run_episode
+    from mixagent.policies.training.api import TrainConfig, train_policy
+    from mixagent.trajectories import load
+
+    cfg = TrainConfig(algo="cql", trajectories=[str(family_traj)], hyperparameters={
+        "bc_steps": 8, "cql_steps": 8, "batch_size": 16, "eval_every": 4, "val_fraction": 0.0,
+        "network": {"hidden": 16}, "selection": {"scenarios": 1, "seeds": [0]}})
+    res = train_policy(cfg, tmp_path / "agent", progress=False)
+    agent = load_policy(tmp_path / "agent")  # what was saved, no pickle
+    # the v2 observation groups are inputs
+    assert {"align_source", "align_target"} <= set(agent.domain_inputs)
+    assert {"source_benchmark", "target_benchmark"} <= set(agent.global_inputs)
+
+    # selected by the held-out family score, on scenarios the collection never had
+    sel = agent.provenance["selection"]
+    trained_ids = set(load(family_traj).to_pandas().scenario)
+    assert sel["scenarios"] and not {s["id"] for s in sel["scenarios"]} & trained_ids
+    assert sel["scenario_seed"] != SEED
+    assert [c["phase"] for c in sel["candidates"]] == ["bc", "cql"]
+    assert all(np.isfinite(c["score"]) for c in sel["candidates"])
+    assert agent.provenance["best"]["criterion"] == "heldout_score"
+    assert res.details["best"]["heldout_score"] == max(c["score"] for c in sel["candidates"])
+
+    # it acts on a domain count that never appeared in the collection
+    family = load_family(family_file)
+    seen_k = {len(n) for n in load(family_traj).to_pandas().domain_names}
+    scenario, k = _unseen_scenario(family, seen_k)
+    env = ProxyCPTEnv(scenario.spec, progress=False)
+    try:
+        ep = run_episode(agent, env, seed=3, keep_observations=True)
+    finally:
+        env.close()
+    w = ep.weights
+    assert w.shape == (scenario.spec.cpt.num_steps, k)
+    assert np.isfinite(w).all() and (w >= 0).all() and np.allclose(w.sum(1), 1.0)
+
+    # and the alignment columns are part of what it acts on
+    from mixagent.data.space import DomainSpace
+    from mixagent.envs.observation import ALIGNMENT_FEATURES, feature_layout
+    from mixagent.envs.setup import resolve_spec
+
+    obs = {key: np.array(v, copy=True) for key, v in ep.observations[1].items()}
+    cols = [feature_layout(list(scenario.spec.observation.features)).domains.index(n)
+            for n in ALIGNMENT_FEATURES]
+    space = DomainSpace.from_env(resolve_spec(scenario.spec))
+    agent.reset(space, seed=0)
+    before = agent.act(obs)
+    obs["domains"][:, cols] = np.linspace(-1.0, 1.0, k)[:, None]
+    agent.reset(space, seed=0)
+    after = agent.act(obs)
+    assert not np.allclose(before, after)
