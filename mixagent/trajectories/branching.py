@@ -152,7 +152,7 @@ class Brancher:
         if not self._verified:
             self.env.restore(snap)
             ref = self.env.step(actions[0])
-            problem = _compare(out[0], ref)
+            problem = compare_transition(out[0], ref)
             if problem:
                 self._disable(f"batched branching does not reproduce env.step ({problem})")
                 self.env.restore(snap)
@@ -227,7 +227,7 @@ def best_branch(transitions: list[Transition]) -> int:
     return int(np.argmax([t.reward for t in transitions]))
 
 
-def _compare(mine: Transition, ref: tuple[Any, ...], rtol: float = 1e-4, atol: float = 1e-5) -> str:
+def compare_transition(mine: Transition, ref: tuple[Any, ...], rtol: float = 1e-4, atol: float = 1e-5) -> str:
     """'' if a batched transition matches the env's own ``step`` result, else what differs."""
     obs, reward, term, trunc, info = ref
     checks = [

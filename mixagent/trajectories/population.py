@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from mixagent.envs.actions import check_action, weights_from_action
-from mixagent.trajectories.branching import Transition, _compare
+from mixagent.trajectories.branching import Transition, compare_transition
 from mixagent.trajectories.replicas import FoldError, ReplicaTrainer
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class PopulationStepper:
         if self.t != 1:
             raise PopulationMismatch("verification must run on a population's first step")
         env.reset(seed=self._seeds[0])
-        problem = _compare(mine, env.step(action))
+        problem = compare_transition(mine, env.step(action))
         if problem:
             raise PopulationMismatch(f"batched population does not reproduce env.step ({problem})")
         self.verified = True
