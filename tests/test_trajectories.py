@@ -440,6 +440,157 @@ def test_policy_explorer_rows_map_actions_to_the_applied_weights(micro_spec: Pat
         np.testing.assert_allclose(weights, proposed, atol=1e-6)  # 0.2 : 0.8 is reachable
 
 
+# -- the structured-mixture explorer ------------------------------------------------------------
+_MIX_NAMES = [f"d{i}" for i in range(19)]
+_MIX_TGT = np.array([False] * 10 + [True] * 9)
+
+
+def _mixture_episode(spec: str, seed: int, num_steps: int = 6, tgt: np.ndarray = _MIX_TGT):
+    from mixagent.trajectories.explorers import make_explorer
+
+    ex = make_explorer(spec)
+    ex.reset([f"d{i}" for i in range(tgt.size)], tgt, seed, num_steps=num_steps)
+    return ex, np.array([ex.act({}, {"step": t}) for t in range(num_steps)])
+
+
+def test_mixture_explorer_is_deterministic_per_seed_and_on_the_simplex():
+    from mixagent.trajectories.explorers import MixtureExplorer, make_explorer
+
+    ex = make_explorer("mixture")
+    assert isinstance(ex, MixtureExplorer) and ex.stateless and not ex.stochastic
+    assert ex.name == "mixture:source=0.2-0.9,subset=0.5,concentration=1,schedule=any,steps=env"
+    assert make_explorer(ex.name).name == ex.name  # the name is a canonical spec
+    shapes = set()
+    for seed in range(40):
+        a, wa = _mixture_episode("mixture", seed)
+        _, wb = _mixture_episode("mixture", seed)
+        np.testing.assert_array_equal(wa, wb)
+        assert (wa >= 0).all() and np.allclose(wa.sum(1), 1.0)
+        shares = wa[:, ~_MIX_TGT].sum(1)
+        assert ((shares >= 0.2 - 1e-12) & (shares <= 0.9 + 1e-12)).all()
+        shapes.add(a.shape)
+    assert shapes == {"static", "two_phase", "ramp"}  # any: every shape turns up
+    _, other = _mixture_episode("mixture", 1)
+    assert not np.array_equal(_mixture_episode("mixture", 0)[1], other)
+
+
+def test_mixture_explorer_keeps_random_non_empty_subsets_per_field():
+    sparse = 0
+    for seed in range(30):
+        _, w = _mixture_episode("mixture:subset=0.2,schedule=static", seed)
+        first = w[0]
+        assert (first[~_MIX_TGT] > 0).any() and (first[_MIX_TGT] > 0).any()  # never empty
+        sparse += int((first == 0).any())
+        zero = first == 0
+        assert (w[:, zero] == 0).all()  # the subset is the episode's, at every step
+    assert sparse == 30  # with subset=0.2 some of 19 domains are always out
+    _, full = _mixture_episode("mixture:subset=1,schedule=static", 3)
+    assert (full > 0).all()
+    # within-field weights are Dirichlet over the kept domains, normalised per field
+    _, w = _mixture_episode("mixture:source=0.6,subset=0.5,schedule=static", 7)
+    assert np.isclose(w[0][~_MIX_TGT].sum(), 0.6) and np.isclose(w[0][_MIX_TGT].sum(), 0.4)
+    # a space with a single field puts everything on it
+    for tgt in (np.zeros(5, bool), np.ones(5, bool)):
+        _, only = _mixture_episode("mixture:schedule=ramp", 0, tgt=tgt)
+        assert np.allclose(only.sum(1), 1.0) and (only >= 0).all()
+
+
+def test_mixture_explorer_schedules_use_the_headroom_formula():
+    from mixagent.envs.shares import source_share
+    from mixagent.evaluation.schedules import source_share as evaluation_share
+
+    assert evaluation_share is source_share  # one formula for headroom and collection
+    for steps in (3, 4, 7):
+        ex, w = _mixture_episode("mixture:source=0.1-0.9,schedule=static", 2, steps)
+        assert ex.shape == "static" and np.allclose(w, w[0])  # constant over steps
+        ex, w = _mixture_episode("mixture:source=0.1-0.9,schedule=two_phase", 2, steps)
+        shares = w[:, ~_MIX_TGT].sum(1)
+        expected = [source_share("two_phase", ex.start, ex.end, t, steps) for t in range(steps)]
+        np.testing.assert_allclose(shares, expected, atol=1e-12)
+        half = {3: 1, 4: 2, 7: 3}[steps]  # the first step of the second half
+        assert not np.isclose(ex.start, ex.end)
+        assert np.allclose(shares[:half], ex.start) and np.allclose(shares[half:], ex.end)
+        ex, w = _mixture_episode("mixture:source=0.1-0.9,schedule=ramp", 2, steps)
+        shares = w[:, ~_MIX_TGT].sum(1)
+        assert np.isclose(shares[0], ex.start) and np.isclose(shares[-1], ex.end)
+        np.testing.assert_allclose(shares, [source_share("ramp", ex.start, ex.end, t, steps)
+                                            for t in range(steps)], atol=1e-12)
+        # within-field proportions stay fixed while the share moves
+        within = w[:, ~_MIX_TGT] / shares[:, None]
+        assert np.allclose(within, within[0])
+    # the step index is the env's info["step"] (branching may call act again at one step)
+    ex, _ = _mixture_episode("mixture:schedule=ramp", 5, 4)
+    assert np.array_equal(ex.act({}, {"step": 0}), ex.act({}, {"step": 0}))
+    # steps=N overrides the length given at reset; without either, only static works
+    ex, _ = _mixture_episode("mixture:schedule=two_phase,steps=2", 1, num_steps=10)
+    assert ex.num_steps == 2 and np.isclose(ex.act({}, {"step": 1})[~_MIX_TGT].sum(), ex.end)
+    from mixagent.trajectories.explorers import make_explorer
+
+    with pytest.raises(ConfigError, match="steps=N"):
+        make_explorer("mixture:schedule=ramp").reset(_MIX_NAMES, _MIX_TGT, 0)
+    make_explorer("mixture:schedule=static").reset(_MIX_NAMES, _MIX_TGT, 0)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("mixture:source=0.9-0.2", "LO > HI"),
+    ("mixture:source=0.2-1.5", r"in \[0, 1\]"),
+    ("mixture:source=lots", "not a share range"),
+    ("mixture:subset=0", r"\(0, 1\]"),
+    ("mixture:subset=1.5", r"\(0, 1\]"),
+    ("mixture:concentration=0", "positive"),
+    ("mixture:schedule=wave", "static, two_phase, ramp, any"),
+    ("mixture:steps=0", "positive integer"),
+    ("mixture:speed=3", "unknown option"),
+])
+def test_mixture_explorer_bad_options_say_what_to_fix(spec: str, match: str):
+    from mixagent.trajectories.explorers import make_explorer
+
+    with pytest.raises(ConfigError, match=match):
+        make_explorer(spec)
+
+
+def test_mixture_explorer_collects_its_plan(micro_spec: Path, tmp_path: Path):
+    """One in-process episode: the rows' proposals are the plan drawn from the episode's explorer
+    seed with the env's own length, and the applied weights are the env's map of the actions."""
+    from mixagent.envs.actions import action_from_weights, weights_from_action
+    from mixagent.envs.setup import resolve_spec
+    from mixagent.envs.spec import load_env_spec
+    from mixagent.trajectories.explorers import make_explorer
+    from mixagent.trajectories.worker import episode_seeds
+
+    spec = "mixture:source=0.5-0.7,subset=0.5,schedule=two_phase"
+    out = tmp_path / "mixture"
+    _collect(micro_spec, out, 1, seed=4, explorers=[spec])
+    env_spec = load_env_spec(micro_spec)
+    df = load(out).to_pandas().sort_values("t")
+    ex = make_explorer(spec)
+    assert set(df.explorer) == {ex.name}
+    proposed = np.array(df.proposed_weights.tolist())
+    k = proposed.shape[1]
+    assert len(df) == env_spec.cpt.num_steps
+    resolved = resolve_spec(micro_spec)
+    assert len(resolved.domains) == k
+    ex.reset(list(resolved.domains), resolved.is_target, episode_seeds(4, 0).explorer,
+             num_steps=env_spec.cpt.num_steps)
+    plan = np.array([ex.act({}, {"step": int(t)}) for t in df.t])
+    np.testing.assert_allclose(proposed, plan, atol=1e-12)
+    act = env_spec.action
+    for actions, weights, prop in zip(df.actions, df.weights, proposed, strict=True):
+        np.testing.assert_allclose(weights_from_action(actions, act.scale, act.floor), weights, atol=1e-6)
+        np.testing.assert_allclose(
+            weights, weights_from_action(action_from_weights(prop, act.scale, act.floor),
+                                         act.scale, act.floor), atol=1e-6)
+    # branching: the plan is stateless (the step comes from info), its alternatives perturb it,
+    # and the episode may continue from the best branch
+    branched = tmp_path / "mixture-branched"
+    _collect(micro_spec, branched, 1, seed=4, explorers=[spec], branch={"k": 2, "select": "best"})
+    bf = load(branched).to_pandas()
+    first = bf[bf.branch_id == 0].sort_values("t")
+    np.testing.assert_allclose(np.array(first.proposed_weights.tolist()), plan, atol=1e-12)
+    alt = np.array(bf[bf.branch_id == 1].sort_values("t").proposed_weights.tolist())
+    assert not np.allclose(alt, plan)
+
+
 def test_episode_seeds_depend_only_on_collection_seed_and_index():
     from mixagent.trajectories.worker import episode_seeds
 

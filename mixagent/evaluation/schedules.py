@@ -10,7 +10,9 @@ would try before trusting an agent:
 * ``ramp``: linear from ``start`` at the first step to ``end`` at the last
   (``start + (end - start) · t / (T - 1)``).
 
-It lives in the evaluation layer because only headroom uses it; it is a registered
+The shapes' formula, :func:`~mixagent.envs.shares.source_share`, lives in the env layer (the
+trajectories layer's ``mixture`` explorer draws the same schedules); the policy lives in the
+evaluation layer because only headroom uses it; it is a registered
 :class:`~mixagent.policies.protocol.MixingPolicy` (kind ``schedule``) so the evaluation worker
 runs it, caches its episodes and identifies it by content like any baseline.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from mixagent.config import StrictModel
+from mixagent.envs.shares import source_share
 from mixagent.errors import ConfigError
 from mixagent.policies.protocol import MixingPolicy, register_policy
 
@@ -37,16 +40,6 @@ class ScheduleParams(StrictModel):
     within: dict[str, float] = Field(default_factory=dict, description="per-domain weights whose "
                                      "within-field proportions are kept; empty: uniform in each field")
     within_label: str = Field(default="uniform", description="where `within` came from (for tables)")
-
-
-def source_share(shape: str, start: float, end: float, step: int, num_steps: int) -> float:
-    """The source share of step ``step`` (0-based) of ``num_steps`` (see the module docstring)."""
-    if shape == "two_phase":
-        return end if step + 0.5 >= num_steps / 2 else start
-    if num_steps <= 1:
-        return start
-    frac = min(step, num_steps - 1) / (num_steps - 1)
-    return start + (end - start) * frac
 
 
 @register_policy

@@ -217,19 +217,21 @@ class EpisodeWorker(PoolWorker):
 
     def _reset_explorer(self, explorer: Explorer, seed: int) -> None:
         """``reset(names, is_target, seed)``, plus ``space=`` (the env's DomainSpace) for
-        explorers that take it (mixing policies need fields and token counts)."""
+        explorers that take it (mixing policies need fields and token counts) and
+        ``num_steps=`` (the episode's length) for those that take that."""
         env = self.env
         try:
-            takes_space = "space" in inspect.signature(explorer.reset).parameters
+            params = set(inspect.signature(explorer.reset).parameters)
         except (TypeError, ValueError):
-            takes_space = False
-        if takes_space:
+            params = set()
+        extra: dict[str, Any] = {}
+        if "space" in params:
             from mixagent.data.space import DomainSpace
 
-            explorer.reset(env.domain_names, env.is_target, seed,  # type: ignore[call-arg]
-                           space=DomainSpace.from_env(env))
-        else:
-            explorer.reset(env.domain_names, env.is_target, seed)
+            extra["space"] = DomainSpace.from_env(env)
+        if "num_steps" in params:
+            extra["num_steps"] = int(env.num_steps)
+        explorer.reset(env.domain_names, env.is_target, seed, **extra)
 
     def _flat(self, obs: dict[str, np.ndarray]) -> list[float]:
         from gymnasium.spaces import flatten
