@@ -14,8 +14,10 @@ def evaluate_cmd(
         None, "--policy", "-p", help="A policy to evaluate; repeat. policies/NAME or policy:DIR (learned), "
         "baseline:NAME[?k=v&...] (uniform, tokens, target_only, fixed_ratio, doremi, odm, velocitune; "
         "alignment and odm_benchmark need the env's observation.features), "
-        "baseline:best_fixed_ratio (grid-searched per scenario on --tune-seeds) or baseline:regmix "
-        "(fitted per scenario on --regmix-runs random mixtures)."),
+        "baseline:best_fixed_ratio (grid-searched per scenario on --tune-seeds), baseline:regmix "
+        "(fitted per scenario on --regmix-runs random mixtures) or baseline:regmix?runs=N (on N; "
+        "repeat for several budgets, e.g. 'baseline:regmix?runs=16' 'baseline:regmix?runs=64': the "
+        "runs are shared)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder, e.g. reports/NAME "
                                     "(report.md, report.json, plots/, episodes/). Rerunning with the same "
                                     "folder reuses finished episodes."),
@@ -29,6 +31,12 @@ def evaluate_cmd(
                                           "(default 0.2,0.3,...,0.8)."),
     regmix_runs: int | None = typer.Option(None, "--regmix-runs", help="Random static mixtures per "
                                            "scenario for regmix (default 24, at least 8)."),
+    runs_to_match: bool | None = typer.Option(None, "--runs-to-match/--no-runs-to-match", help="Report, "
+                                              "per scenario and learned policy, how many tuning runs RegMix "
+                                              "(fits on 8, 16, 24, 32, 48, 64 runs, up to the largest "
+                                              "budget) and the best fixed ratio need to match it; costs "
+                                              "up to one episode per fit and evaluation seed (logged "
+                                              "before they run)."),
     workers: int | None = typer.Option(None, "--workers", "-w", help="Parallel workers (Ray actors); 1 "
                                        "runs in this process without Ray (default 1)."),
     threads: int | None = typer.Option(None, "--threads", help="Torch threads per worker, in-process "
@@ -59,6 +67,7 @@ def evaluate_cmd(
         "envs": envs or None, "policies": policies or None, "out": str(out) if out else None,
         "seeds": parse_int_list(seeds, "--seeds"), "tune_seeds": parse_int_list(tune_seeds, "--tune-seeds"),
         "ratio_grid": parse_float_list(ratio_grid, "--ratio-grid"), "regmix_runs": regmix_runs,
+        "runs_to_match": runs_to_match,
         "workers": workers, "threads_per_worker": threads, "cpus_per_worker": cpus_per_worker,
         "gpus_per_worker": gpus_per_worker, "address": address, "record_card": record_card,
         "plots": plots, "progress": progress})

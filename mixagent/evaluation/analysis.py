@@ -12,6 +12,10 @@ same records always give the same report numbers. The statistics live in
 * **Transfer**: for every learned policy and scenario, its balanced mean minus the scenario's
   best baseline (highest balanced mean), with the paired difference's interval, whether the
   scenario is one it was trained on, and a plain verdict line.
+* **Runs to match** (opt-in, ``runs_to_match``): per scenario and learned policy, the smallest
+  RegMix tuning budget of the ladder whose fitted mixture's balanced mean on the evaluation
+  seeds reaches the policy's, and whether the tuned best fixed ratio reaches it (see
+  :func:`runs_to_match`).
 """
 
 from __future__ import annotations
@@ -140,3 +144,97 @@ def curves(records: dict[Any, dict[str, Any]], entry: PolicyEntry, scenario: Sce
     for m in METRICS:
         out[m] = np.asarray([[float(st["scores"][m]) for st in ep["steps"]] for ep in eps])
     return out
+
+
+def _significant(p: Any) -> bool | None:
+    """Whether a paired difference's 95% interval excludes 0 (None with one seed: no interval)."""
+    if p.diff.ci_low is None:
+        return None
+    return bool(p.diff.ci_low > 0 or p.diff.ci_high < 0)
+
+
+def _by_id(records: dict[Any, dict[str, Any]], scenario: Scenario, pid: str, seeds: Sequence[int]) -> list[float]:
+    return [float(records[(scenario.key, pid, s)]["final_scores"]["balanced"]) for s in seeds]
+
+
+def runs_to_match(records: dict[Any, dict[str, Any]], entries: Sequence[PolicyEntry],
+                  scenarios: Sequence[Scenario], seeds: Sequence[int],
+                  ladders: dict[str, list[dict[str, Any]]], *, grid_points: int, tune_seeds: Sequence[int],
+                  added_episodes: int) -> dict[str, Any]:
+    """How many tuning runs each tuned baseline needs to match each learned policy, per scenario.
+
+    The reference is each learned policy; without one, each scenario's best zero-tuning
+    baseline (untuned, highest balanced mean), and ``reference`` says so. "Matches" means the
+    tuned policy's mean final balanced score on the evaluation seeds is >= the reference's.
+
+    * RegMix: ``ladders[scenario]`` are RegMix fits on the first n random runs (n ascending;
+      their evaluation episodes are in ``records``); runs to match = the smallest n that
+      matches, None (``"> N"``) when none does. A budget of n runs costs n tuning episodes.
+    * best fixed ratio: its tuning costs ``grid_points × len(tune_seeds)`` episodes; it matches
+      or it does not.
+
+    Each comparison carries the paired difference reference − tuned over the evaluation seeds
+    and whether its 95% interval excludes 0 (``significant``; None with one seed).
+    """
+    learned = [e for e in entries if e.role == "learned"]
+    untuned = [e for e in entries if e.role == "baseline" and e.tuned is None]
+    bfr = next((e for e in entries if e.tuned == "best_fixed_ratio"), None)
+    reference = ("learned policies" if learned else
+                 "best zero-tuning baseline (no learned policy was evaluated)" if untuned else None)
+    rows: list[dict[str, Any]] = []
+    ladder_out: dict[str, list[dict[str, Any]]] = {}
+    for sc in scenarios:
+        points = []
+        for pt in ladders.get(sc.key, []):
+            vals = _by_id(records, sc, pt["policy_id"], seeds)
+            points.append({**pt, "balanced": summarise(vals).to_dict(), "per_seed": vals})
+        if points:
+            ladder_out[sc.key] = points
+        if learned:
+            refs = [(e, per_seed(records, e, sc, seeds)) for e in learned]
+        elif untuned:
+            refs = [max(((e, per_seed(records, e, sc, seeds)) for e in untuned),
+                        key=lambda r: float(np.mean(r[1])))]
+        else:
+            refs = []
+        for e, ref in refs:
+            ref_mean = float(np.mean(ref))
+            head = {"scenario": sc.key, "policy": e.label, "role": e.role, "policy_balanced": ref_mean}
+            if points:
+                budgets = []
+                for pt in points:
+                    p = paired(ref, pt["per_seed"])
+                    budgets.append({"runs": pt["runs"], "tuning_episodes": pt["tuning_episodes"],
+                                    "balanced_mean": pt["balanced"]["mean"],
+                                    "matches": pt["balanced"]["mean"] >= ref_mean, "diff": p.diff.to_dict(),
+                                    "verdict": verdict(p), "significant": _significant(p)})
+                hit = next((b for b in budgets if b["matches"]), None)
+                at = hit or budgets[-1]
+                max_runs = points[-1]["runs"]
+                rows.append({**head, "baseline": "RegMix", "runs_to_match": hit["runs"] if hit else None,
+                             "matched": hit is not None, "max_runs": max_runs,
+                             "text": str(hit["runs"]) if hit else f"> {max_runs}",
+                             "tuning_episodes": at["tuning_episodes"], "diff": at["diff"],
+                             "significant": at["significant"], "budgets": budgets})
+            if bfr is not None:
+                tuned = per_seed(records, bfr, sc, seeds)
+                p = paired(ref, tuned)
+                g = grid_points * len(tune_seeds)
+                ok = float(np.mean(tuned)) >= ref_mean
+                rows.append({**head, "baseline": "best fixed ratio", "matched": ok,
+                             "grid_points": grid_points, "tune_seeds": len(tune_seeds), "tuning_episodes": g,
+                             "balanced_mean": float(np.mean(tuned)),
+                             "text": f"{'matches' if ok else 'does not match'} with {g} runs",
+                             "diff": p.diff.to_dict(), "verdict": verdict(p), "significant": _significant(p)})
+    fits = sum(len(v) for v in ladders.values())
+    return {"rule": "matches = the tuned baseline's mean final balanced score on the evaluation seeds is "
+                    ">= the reference policy's; RegMix: the smallest n of the ladder whose fit on the first n "
+                    "random runs matches ('> N' if none does); a run is one tuning episode (the best fixed "
+                    "ratio's grid: shares x tune seeds); the evaluation-seed episodes are not tuning; diff is "
+                    "reference - tuned, paired by seed, significant when its 95% interval excludes 0",
+            "reference": reference, "rows": rows, "ladder": ladder_out,
+            "cost": {"ladder_fits": fits, "evaluation_episodes_added": added_episodes,
+                     "tuning_episodes_added": 0,
+                     "note": "the ladder fits reuse the tuning runs of the largest RegMix budget; each fit "
+                             "not already evaluated (as a budget row or another fit with the same mixture) "
+                             "costs one episode per evaluation seed"}}

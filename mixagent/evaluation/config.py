@@ -7,6 +7,11 @@ not overlap ``seeds``, or those baselines would be tuned on the evaluation's own
 defaults (1000.. and 2000..) are far from the small seeds people type by hand; trajectory
 collection derives its env seeds by hashing (collection seed, episode), so they coincide with
 these only by chance.
+
+RegMix budgets: ``baseline:regmix`` is tuned on ``regmix_runs`` random mixtures;
+``baseline:regmix?runs=N`` on N (:func:`regmix_budget`), so one evaluation can compare several
+tuning budgets (their random mixtures are prefixes of one sequence, so the runs are shared).
+``runs_to_match`` adds the "runs to match" section (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,52 @@ T = TypeVar("T", bound=StrictModel)
 
 #: special baseline specs tuned per scenario on ``tune_seeds``
 TUNED_BASELINES = ("best_fixed_ratio", "regmix")
+
+#: the fewest random mixtures RegMix is fitted on (``fit_regmix`` refuses fewer)
+MIN_REGMIX_RUNS = 8
+
+#: the RegMix tuning budgets of the runs-to-match ladder (capped per scenario at the largest
+#: budget evaluated there; the evaluated budgets themselves are added to it)
+REGMIX_LADDER = (8, 16, 24, 32, 48, 64)
+
+
+def tuned_kind(spec: str) -> str | None:
+    """``best_fixed_ratio`` or ``regmix`` for a spec of a baseline tuned per scenario (plain
+    ``baseline:best_fixed_ratio`` / ``baseline:regmix``, or ``baseline:regmix?runs=N``), else None."""
+    scheme, sep, rest = spec.strip().partition(":")
+    name, _, query = rest.partition("?")
+    name = name.strip()
+    if not sep or scheme != "baseline" or name not in TUNED_BASELINES:
+        return None
+    return name if not query or regmix_budget(spec) is not None else None
+
+
+def regmix_budget(spec: str) -> int | None:
+    """N of a tuned ``baseline:regmix?runs=N`` spec; None for any other spec (plain
+    ``baseline:regmix`` is tuned on ``regmix_runs``; ``baseline:regmix?source_share=0.3`` is a
+    given mixture, not tuned). A bad ``runs`` is a :class:`ConfigError` saying what to write."""
+    from urllib.parse import parse_qsl
+
+    scheme, sep, rest = spec.strip().partition(":")
+    name, _, query = rest.partition("?")
+    if not sep or scheme != "baseline" or name.strip() != "regmix" or not query:
+        return None
+    pairs = parse_qsl(query, keep_blank_values=True)
+    keys = [k.strip() for k, _ in pairs]
+    if "runs" not in keys:
+        return None
+    hint = (f"write baseline:regmix?runs=N with N an integer >= {MIN_REGMIX_RUNS} (the random "
+            "mixtures RegMix is tuned on, e.g. baseline:regmix?runs=16)")
+    if keys != ["runs"]:
+        raise ConfigError(f"policy {spec!r}: runs is the only parameter of a tuned RegMix; {hint}")
+    value = pairs[0][1].strip()
+    try:
+        runs = int(value)
+    except ValueError:
+        raise ConfigError(f"policy {spec!r}: runs={value!r} is not an integer; {hint}") from None
+    if runs < MIN_REGMIX_RUNS:
+        raise ConfigError(f"policy {spec!r}: runs={runs} is too few to fit RegMix's regressor; {hint}")
+    return runs
 
 
 def parse_int_list(text: str | None, what: str) -> list[int] | None:
@@ -134,6 +185,9 @@ class EvaluateConfig(PoolConfig):
                              "regmix (Dirichlet; each on one tune seed, round robin)")
     regmix_seed: int = Field(default=0, ge=0, description="seeds regmix's mixtures and its fit")
     regmix_regressor: str = Field(default="gbm", pattern="^(gbm|linear)$")
+    runs_to_match: bool = Field(default=False, description="report, per scenario and learned policy, "
+                                "how many tuning runs each tuned baseline needs to match it (costs "
+                                "the RegMix ladder's evaluation episodes)")
     record_card: bool = Field(default=False, description="write results into each learned policy's "
                               "config.json provenance.evaluation and README.md card")
     plots: bool = True
@@ -148,10 +202,34 @@ class EvaluateConfig(PoolConfig):
     def _shares(cls, v: list[float]) -> list[float]:
         return check_shares(v)
 
+    @field_validator("policies")
+    @classmethod
+    def _budgets(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            regmix_budget(spec)  # a bad runs= is an error here, before anything runs
+        return v
+
     @model_validator(mode="after")
     def _disjoint(self) -> EvaluateConfig:
         check_disjoint(self.seeds, self.tune_seeds, "baselines")
+        budgets: dict[int, str] = {}
+        for spec in self.policies:
+            if tuned_kind(spec) != "regmix":
+                continue
+            runs = self.regmix_runs_of(spec)
+            if runs in budgets:
+                raise ValueError(f"policy {spec!r} is RegMix tuned on {runs} runs, like {budgets[runs]!r} "
+                                 "(baseline:regmix uses regmix_runs); list each budget once")
+            budgets[runs] = spec
+        if self.runs_to_match and not any(tuned_kind(s) for s in self.policies):
+            raise ValueError("runs_to_match compares tuned baselines: add baseline:regmix[?runs=N] or "
+                             "baseline:best_fixed_ratio to the policies")
         return self
+
+    def regmix_runs_of(self, spec: str) -> int:
+        """The tuning runs of a RegMix spec (``baseline:regmix`` → ``regmix_runs``)."""
+        runs = regmix_budget(spec)
+        return self.regmix_runs if runs is None else runs
 
 
 def load_evaluate_config(path: str | Path | None, overrides: dict[str, Any]) -> EvaluateConfig:

@@ -4,8 +4,9 @@
   a *baseline* is a ``baseline:NAME`` spec. Win rates and the transfer matrix compare learned
   policies against baselines.
 * **Tuned baselines.** ``baseline:best_fixed_ratio`` and ``baseline:regmix`` (without
-  parameters) are tuned per scenario on the tune seeds (:mod:`mixagent.evaluation.tuning`),
-  so their concrete policy differs by scenario; every other entry is the same on every scenario.
+  parameters, or with ``?runs=N``: a tuning budget) are tuned per scenario on the tune seeds
+  (:mod:`mixagent.evaluation.tuning`), so their concrete policy differs by scenario; every other
+  entry is the same on every scenario.
 * **Identity.** ``policy_id`` hashes the policy's ``config.json`` content without its
   ``provenance`` (what it does, not what was written about it — recording results in the card
   must not invalidate the episode cache) plus the sha256 of its tensors. A retrained or edited
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mixagent.errors import ConfigError
-from mixagent.evaluation.config import TUNED_BASELINES
+from mixagent.evaluation.config import TUNED_BASELINES, regmix_budget
 from mixagent.utils.io import sha256_json
 
 Role = Literal["learned", "baseline"]
@@ -52,11 +53,18 @@ class PolicyEntry:
     label: str
     role: Role
     tuned: str | None = None  # "best_fixed_ratio" | "regmix"
+    runs: int | None = None  # regmix?runs=N: its tuning budget (None: regmix_runs)
     path: Path | None = None
     instance: PolicyInstance | None = None  # untuned entries
     tuned_instances: dict[str, PolicyInstance] = field(default_factory=dict)
     trained_on: list[str] = field(default_factory=list)  # scenario names (learned)
     trained_on_hashes: list[str] = field(default_factory=list)
+
+    @property
+    def tuning_key(self) -> str | None:
+        """Where its tuning is recorded (report.json ``tuning``): the kind, or ``regmix-N`` for
+        a RegMix budget; None when not tuned."""
+        return f"{self.tuned}-{self.runs}" if self.tuned and self.runs is not None else self.tuned
 
     def instance_for(self, scenario: str) -> PolicyInstance:
         if self.tuned is None:
@@ -67,6 +75,8 @@ class PolicyEntry:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"label": self.label, "spec": self.spec, "role": self.role,
                              "tuned": self.tuned, "path": str(self.path) if self.path else None}
+        if self.runs is not None:
+            d["runs"] = self.runs
         if self.instance is not None:
             d["policy_id"] = self.instance.policy_id
             d["describe"] = self.instance.describe
@@ -164,6 +174,9 @@ def parse_policy(spec: str) -> PolicyEntry:
         raise policy_spec_error(spec, text, _choices(), is_path=True)
     name, _, query = rest.partition("?")
     name = name.strip()
+    runs = regmix_budget(text)
+    if runs is not None:
+        return PolicyEntry(text, f"regmix-{runs} (tuned)", "baseline", tuned="regmix", runs=runs)
     if name == "best_fixed_ratio" or (name == "regmix" and not query):
         if query:
             raise ConfigError(f"policy {spec!r}: baseline:{name} takes no parameters (the ratio grid is "
@@ -182,7 +195,7 @@ def parse_policies(specs: list[str]) -> list[PolicyEntry]:
     seen: dict[str, str] = {}
     for spec in specs:
         e = parse_policy(spec)
-        key = e.tuned or (e.instance.policy_id if e.instance else e.spec)
+        key = e.tuning_key or (e.instance.policy_id if e.instance else e.spec)
         if key in seen:
             raise ConfigError(f"policy {spec!r} is the same policy as {seen[key]!r}; list it once")
         seen[key] = spec

@@ -2,8 +2,8 @@
 
 ``report.md`` is rendered from the report dict alone (every number in it is in report.json), with
 sections: setup, per-scenario results (with each policy's field shares, and each learned policy's
-paired difference and win rate against every baseline), tuned baselines, win rates, transfer
-(matrix and verdict lines against the best baseline), plots. A learned policy that does not beat a baseline is reported as not beating it.
+paired difference and win rate against every baseline), tuned baselines, runs to match (with
+``runs_to_match``), win rates, transfer (matrix and verdict lines against the best baseline), plots. A learned policy that does not beat a baseline is reported as not beating it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,48 @@ def _share(f: dict[str, Any] | None) -> str:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _diff_sig(r: dict[str, Any]) -> str:
+    sig = {True: "significant", False: "not significant", None: "one seed, no interval"}[r["significant"]]
+    return f"{_ci(r['diff'])} ({sig})"
+
+
+def _runs_to_match_md(rtm: dict[str, Any]) -> list[str]:
+    lines = ["## Runs to match", "",
+             "How many tuning runs each tuned baseline needs to match each learned policy: *matches* = "
+             "the tuned baseline's mean final balanced score on the evaluation seeds is at least the "
+             "policy's. RegMix is fitted on the first *n* of its random runs for each *n* of the ladder "
+             "(same mixtures, seeds, regressor and fit seed as the RegMix rows) and each fit evaluated; "
+             "*runs to match* is the smallest such *n* (`> N`: none of the ladder up to N). A run is one "
+             "tuning episode; the best fixed ratio's are its grid shares × tuning seeds. The evaluation-seed "
+             "episodes are not counted as tuning. *diff* is policy − tuned baseline, paired by seed, at "
+             "the matching budget (else the largest); *significant*: its 95% interval excludes 0.", ""]
+    if rtm["reference"] is None:
+        return [*lines, "No learned policy and no zero-tuning baseline was evaluated: nothing to compare.", ""]
+    if not rtm["reference"].startswith("learned"):
+        lines += ["**No learned policy was evaluated**: each scenario's best zero-tuning baseline (highest "
+                  "balanced mean among the untuned baselines) is compared instead.", ""]
+    lines += ["| scenario | policy (balanced mean) | tuned baseline | runs to match | tuning episodes | diff |",
+              "|---|---|---|---|---|---|"]
+    for r in rtm["rows"]:
+        lines.append(f"| {r['scenario']} | {r['policy']} ({r['policy_balanced']:+.5f}) | {r['baseline']} | "
+                     f"{r['text']} | {r['tuning_episodes']} | {_diff_sig(r)} |")
+    lines.append("")
+    for key, points in rtm["ladder"].items():
+        lines += [f"RegMix ladder on {key} (balanced on the evaluation seeds):", "",
+                  "| runs (tuning episodes) | chosen source share | balanced | evaluated as |",
+                  "|---|---|---|---|"]
+        for pt in points:
+            lines.append(f"| {pt['runs']} | {pt['source_share']:.3f} | {_ci(pt['balanced'])} | "
+                         f"{pt['evaluated_as'] or 'ladder only'} |")
+        lines.append("")
+    c = rtm["cost"]
+    if c["ladder_fits"]:
+        lines += [f"Cost: {c['ladder_fits']} RegMix fits on prefixes of the runs already made (no extra tuning "
+                  f"episodes); their evaluation added {c['evaluation_episodes_added']} episode(s) to the "
+                  "evaluation (fits that coincide with an evaluated budget reuse its episodes).", ""]
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -121,14 +163,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                 grid = ", ".join(f"{r['source']:g}: {r['balanced_mean']:+.5f}" for r in g["rows"])
                 lines.append(f"- {key}, best fixed ratio: source share **{g['best']:g}** (grid, mean "
                              f"balanced over seeds {g['seeds']}: {grid})")
-            if "regmix" in kinds:
-                rg = kinds["regmix"]
+            for kind, rg in kinds.items():
+                if kind != "regmix" and not kind.startswith("regmix-"):
+                    continue
                 fit = rg.get("fit", {})
-                lines.append(f"- {key}, RegMix: fitted on {len(rg['runs'])} random static mixtures; chosen "
+                name = "RegMix" if kind == "regmix" else f"RegMix-{kind.removeprefix('regmix-')}"
+                lines.append(f"- {key}, {name}: fitted on {len(rg['runs'])} random static mixtures; chosen "
                              f"source share **{rg['source_share']:.3f}** (predicted balanced "
                              f"{fit.get('predicted_best', float('nan')):+.5f}, best observed "
                              f"{fit.get('best_observed', float('nan')):+.5f})")
         lines.append("")
+    if "runs_to_match" in report:
+        lines += _runs_to_match_md(report["runs_to_match"])
     wr = report["win_rates"]
     lines += ["## Win rates", ""]
     if not wr["overall"]:

@@ -5,8 +5,11 @@
 1. resolves the scenarios and policies (cheap; bad input is a ConfigError saying what to fix);
 2. phase 1 — runs, in one parallel batch, the tuning episodes of the tuned baselines and every
    (policy, scenario, eval seed) episode of the other policies;
-3. tunes ``best_fixed_ratio`` and ``regmix`` per scenario from the tuning episodes;
+3. tunes ``best_fixed_ratio`` and ``regmix`` per scenario from the tuning episodes (every RegMix
+   budget on a prefix of the same random runs, so only the largest budget's runs are run);
 4. phase 2 — runs the tuned baselines on the eval seeds;
+   with ``runs_to_match``, phase 3 — fits RegMix on each budget of the ladder and runs those fits
+   on the eval seeds (their count logged first);
 5. writes ``report.json``, the plots and ``report.md`` (and policy cards with ``record_card``).
 
 Episodes already in ``OUT/episodes/`` are not run again (resume). With ``workers=1`` and no Ray
@@ -254,6 +257,9 @@ class _Evaluation:
         self.store = EpisodeStore(self.out)
         self.records: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.tuning: dict[str, dict[str, Any]] = {}
+        self.ladders: dict[str, list[dict[str, Any]]] = {}  # runs to match: scenario → RegMix ladder
+        self.ladder_added = 0
+        self.ladder_labels: dict[tuple[str, str], str] = {}
         self.ran = 0
         self.cached = 0
 
@@ -270,7 +276,8 @@ class _Evaluation:
             inst = e.tuned_instances.get(task.scenario.key)
             if inst is not None and inst.policy_id == task.instance.policy_id:
                 return f"{e.label} ({inst.describe})"
-        return f"tuning {task.instance.describe}"
+        ladder = self.ladder_labels.get((task.scenario.key, task.instance.policy_id))
+        return ladder or f"tuning {task.instance.describe}"
 
     # -- run -------------------------------------------------------------------------------------------
     def run(self) -> EvaluationResult:
@@ -283,7 +290,10 @@ class _Evaluation:
         self.store.clean_temporary()
         write_json_atomic(self.out / "config.json", cfg.model_dump(mode="json"))
         seeds, tune_seeds = list(cfg.seeds), list(cfg.tune_seeds)
-        tuned_kinds = sorted({e.tuned for e in self.entries if e.tuned})
+        tuned = [e for e in self.entries if e.tuned]
+        tuned_kinds = sorted({e.tuned for e in tuned if e.tuned})
+        # RegMix budgets share one sequence of random mixtures: run the largest budget's runs
+        budgets = sorted({cfg.regmix_runs_of(e.spec) for e in tuned if e.tuned == "regmix"})
         runner = EpisodeRunner(cfg, self.scenarios, self.out, self.records)
         executor = runner.executor
         try:
@@ -291,8 +301,8 @@ class _Evaluation:
             state: dict[tuple[str, str], dict[str, Any]] = {}
             for sc in self.scenarios:
                 for kind in tuned_kinds:
-                    pairs, st = tuning.tuning_tasks(sc, kind, cfg.ratio_grid, tune_seeds, cfg.regmix_runs,
-                                                    cfg.regmix_seed)
+                    pairs, st = tuning.tuning_tasks(sc, kind, cfg.ratio_grid, tune_seeds,
+                                                    max(budgets, default=cfg.regmix_runs), cfg.regmix_seed)
                     state[(sc.key, kind)] = st
                     phase1 += [EpisodeTask(sc, inst, s) for inst, s in pairs]
                 for e in self.entries:
@@ -303,20 +313,21 @@ class _Evaluation:
             phase2: list[EpisodeTask] = []
             for sc in self.scenarios:
                 finals = runner.finals(sc)
-                for kind in tuned_kinds:
-                    st = state[(sc.key, kind)]
-                    if kind == "best_fixed_ratio":
+                for e in sorted(tuned, key=lambda e: (e.tuned, e.runs or 0)):
+                    st = state[(sc.key, str(e.tuned))]
+                    if e.tuned == "best_fixed_ratio":
                         inst, rec = tuning.finish_grid(sc, cfg.ratio_grid, st["instances"], tune_seeds, finals)
                     else:
-                        inst, rec = tuning.finish_regmix(sc, st["mixtures"], st["instances"], tune_seeds,
-                                                         finals, seed=cfg.regmix_seed,
+                        n = cfg.regmix_runs_of(e.spec)
+                        inst, rec = tuning.finish_regmix(sc, st["mixtures"][:n], st["instances"][:n],
+                                                         tune_seeds, finals, seed=cfg.regmix_seed,
                                                          regressor=cfg.regmix_regressor)
-                    self.tuning.setdefault(sc.key, {})[kind] = rec
-                    for e in self.entries:
-                        if e.tuned == kind:
-                            e.tuned_instances[sc.key] = inst
+                    self.tuning.setdefault(sc.key, {})[str(e.tuning_key)] = rec
+                    e.tuned_instances[sc.key] = inst
                     phase2 += [EpisodeTask(sc, inst, s) for s in seeds]
             self._collect(phase2, runner, "evaluating tuned baselines")
+            if cfg.runs_to_match:
+                self._ladder_episodes(runner, state, budgets)
             cpu = executor.cpu_seconds()
             workers_info = executor.workers_info
             retries = executor.retries
@@ -335,6 +346,47 @@ class _Evaluation:
         log.info("evaluation written to %s (%d episodes run, %d from cache, %.1f s)", self.out,
                  self.ran, self.cached, wall)
         return result
+
+    def _ladder_episodes(self, runner: EpisodeRunner, state: dict[tuple[str, str], dict[str, Any]],
+                         budgets: list[int]) -> None:
+        """Runs to match, phase 3: fit RegMix on each prefix of the ladder (an evaluated budget
+        keeps its fit) and evaluate the fits on the evaluation seeds. Logs how many evaluation
+        episodes this adds before running them; ``self.ladders`` gets each fit."""
+        from mixagent.evaluation import tuning
+
+        cfg = self.config
+        seeds, tune_seeds = list(cfg.seeds), list(cfg.tune_seeds)
+        ladder = tuning.regmix_ladder(budgets)
+        if not ladder:
+            return
+        evaluated = {cfg.regmix_runs_of(e.spec): e for e in self.entries if e.tuned == "regmix"}
+        main = {(sc.key, e.instance_for(sc.key).policy_id, s)
+                for sc in self.scenarios for e in self.entries for s in seeds}
+        tasks: list[EpisodeTask] = []
+        for sc in self.scenarios:
+            st, finals = state[(sc.key, "regmix")], runner.finals(sc)
+            points = []
+            for n in ladder:
+                e = evaluated.get(n)
+                if e is not None:
+                    inst, rec = e.tuned_instances[sc.key], self.tuning[sc.key][str(e.tuning_key)]
+                else:
+                    inst, rec = tuning.finish_regmix(sc, st["mixtures"][:n], st["instances"][:n], tune_seeds,
+                                                     finals, seed=cfg.regmix_seed, regressor=cfg.regmix_regressor)
+                points.append({"runs": n, "tuning_episodes": n, "policy_id": inst.policy_id,
+                               "describe": inst.describe, "source_share": rec["source_share"],
+                               "predicted_best": rec.get("fit", {}).get("predicted_best"),
+                               "evaluated_as": e.label if e is not None else None})
+                self.ladder_labels.setdefault((sc.key, inst.policy_id),
+                                              f"regmix fitted on {n} runs ({inst.describe}, runs to match)")
+                tasks += [EpisodeTask(sc, inst, s) for s in seeds]
+            self.ladders[sc.key] = points
+        added = {t.key for t in tasks} - main
+        self.ladder_added = len(added)
+        log.info("runs to match: RegMix fitted on the first %s runs of each of %d scenario(s); evaluating "
+                 "the fits on %d evaluation seeds adds %d episodes to the evaluation (the cache may hold "
+                 "some)", "/".join(map(str, ladder)), len(self.scenarios), len(seeds), len(added))
+        self._collect(tasks, runner, "runs to match (RegMix ladder)")
 
     def _report(self, wall: float, cpu: float | None, workers_info: list[dict[str, Any]],
                 retries: int) -> dict[str, Any]:
@@ -379,6 +431,10 @@ class _Evaluation:
             "results": tables,
             "win_rates": analysis.win_rates(self.records, self.entries, self.scenarios, seeds),
             "transfer": analysis.transfer(self.records, self.entries, self.scenarios, seeds, tables),
+            **({"runs_to_match": analysis.runs_to_match(
+                self.records, self.entries, self.scenarios, seeds, self.ladders,
+                grid_points=len(cfg.ratio_grid), tune_seeds=cfg.tune_seeds,
+                added_episodes=self.ladder_added)} if cfg.runs_to_match else {}),
             "episodes": episodes,
         }
 

@@ -9,6 +9,14 @@
   each run once on a tune seed (round robin); then :func:`mixagent.policies.regmix.fit_regmix`
   regresses final balanced score on the mixture and picks the best predicted one.
 
+  Several budgets (``baseline:regmix?runs=N``) share one sequence of random mixtures:
+  :func:`random_mixtures` is prefix-consistent (the first 16 of 64 are the 16 drawn alone, on
+  the same tune seeds), so a scenario runs only its largest budget's episodes and each budget is
+  fitted on its prefix (:func:`finish_regmix` on ``mixtures[:n]``).
+* **Runs to match** (``runs_to_match``): RegMix is also fitted on the prefixes of
+  :func:`regmix_ladder` and each fit evaluated, to find the smallest budget that matches a
+  learned policy (:func:`mixagent.evaluation.analysis.runs_to_match`).
+
 Both produce tasks first (so the runner can run them in parallel with everything else) and are
 finished from the episode records; the results (every grid row, every mixture and its score,
 the fit) go into report.json.
@@ -17,12 +25,26 @@ the fit) go into report.json.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from mixagent.evaluation.policies import PolicyInstance, instance_of
 from mixagent.evaluation.scenarios import Scenario
+
+
+def regmix_ladder(budgets: Iterable[int]) -> list[int]:
+    """The RegMix budgets of the runs-to-match ladder for a scenario whose evaluated budgets
+    are ``budgets``: :data:`~mixagent.evaluation.config.REGMIX_LADDER` up to the largest
+    evaluated budget, plus the evaluated budgets themselves (so no fit needs more runs than
+    were made)."""
+    from mixagent.evaluation.config import REGMIX_LADDER
+
+    b = set(budgets)
+    if not b:
+        return []
+    return sorted({n for n in REGMIX_LADDER if n <= max(b)} | b)
 
 
 def grid_instances(scenario: Scenario, ratios: list[float]) -> list[PolicyInstance]:
