@@ -359,6 +359,7 @@ def test_threads_recorded_where_episodes_run(plain_run):
     comp = res.report["setup"]["compute"]
     assert comp["workers"][0]["threads"] == 1 and comp["threads_applied"] == [1]
     assert comp["threads_per_worker"] == 1
+    assert comp["workers"][0]["compile"] == "off" and comp["compile_applied"] == ["off"]
     assert after == 2 and not leaked
     assert "1 × 1 torch thread(s) each" in res.report_md.read_text()
 

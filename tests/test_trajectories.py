@@ -80,6 +80,7 @@ def test_collect_in_process_schema_card_and_loader_round_trip(micro_spec: Path, 
     assert card["counts"]["episodes"] == 3 and card["counts"]["transitions"] == 9
     assert card["schema"] == SCHEMA_TAG and card["env_spec"]["name"] == "micro"
     assert card["compute"]["runs"][0]["episodes_collected"] == 3
+    assert card["compute"]["runs"][0]["compile"] == ["off"]  # runtime.compile, as applied
     assert "## Columns" in (out / "README.md").read_text()
 
     ts = load(out)

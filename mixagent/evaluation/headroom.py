@@ -39,6 +39,7 @@ from mixagent.errors import ConfigError
 from mixagent.evaluation.config import PoolConfig, check_disjoint, check_seeds, check_shares, config_or_keywords
 from mixagent.evaluation.policies import PolicyInstance, instance_of
 from mixagent.evaluation.runner import EpisodeRunner, EpisodeTask
+from mixagent.utils.raypool import compile_applied
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +396,7 @@ class _Headroom:
                         "episodes_total": len(recs), "episodes_run": self.runner.ran,
                         "episodes_cached": self.runner.cached, "retries": retries,
                         "workers": cfg.workers, "threads_per_worker": cfg.threads,
+                        "compile_applied": compile_applied(workers_info),
                         "worker_info": workers_info, "cache": str(cfg.cache_root)},
         }
 

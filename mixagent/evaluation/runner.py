@@ -32,6 +32,7 @@ from mixagent.evaluation.config import EvaluateConfig, PoolConfig, config_or_key
 from mixagent.evaluation.policies import PolicyEntry, PolicyInstance, parse_policies
 from mixagent.evaluation.scenarios import Scenario, load_scenarios
 from mixagent.evaluation.store import EpisodeStore
+from mixagent.utils.raypool import compile_applied
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ class Executor:
         return {s.key: s.spec_payload for s in self.scenarios}
 
     def _env_vars(self) -> dict[str, str]:
-        return {k: os.environ[k] for k in ("MIXAGENT_CACHE",) if os.environ.get(k)}
+        from mixagent.utils.raypool import forwarded_env
+
+        return forwarded_env()
 
     def start(self) -> None:
         """Build the workers (their environments, maybe a base) unless built: done before the
@@ -418,7 +421,8 @@ class _Evaluation:
                             "episodes_cached": self.cached, "retries": retries,
                             "workers": workers_info,
                             "threads_per_worker": cfg.threads,
-                            "threads_applied": _threads_applied(workers_info)},
+                            "threads_applied": _threads_applied(workers_info),
+                            "compile_applied": compile_applied(workers_info)},
             },
             "notes": {
                 "field_shares": "mean over steps and seeds of each field's total domain weight "

@@ -76,8 +76,14 @@ class EvaluationWorker(PoolWorker):
                         for env in self.envs.values()})
         return found[0] if len(found) == 1 else found
 
+    def compile_state(self) -> str | list[str] | None:
+        """Whether the proxies train with a compiled loss (``runtime.compile`` /
+        ``MIXAGENT_COMPILE``): each engine's ``compile_state`` ("off", "compiled", "fallback")."""
+        found = sorted({str(getattr(env.engine, "compile_state", "off")) for env in self.envs.values()})
+        return (found[0] if len(found) == 1 else found) if found else None
+
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "threads": self.threads()}
+        return {**super().info(), "threads": self.threads(), "compile": self.compile_state()}
 
     def run(self, task: dict[str, Any]) -> dict[str, Any]:
         """Run one episode: ``task`` has ``scenario`` (key), ``spec_hash``, ``seed`` and ``policy``

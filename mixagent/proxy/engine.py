@@ -29,9 +29,15 @@ from mixagent.proxy.alignment import Aligner, AlignmentParams, FieldObjective
 from mixagent.proxy.base_model import BaseCheckpoint, moments_to_state
 from mixagent.proxy.config import CPTSpec, EvalSpec, RuntimeSpec
 from mixagent.proxy.evaluation import EvalResult, Evaluator
-from mixagent.proxy.runtime import configure_runtime, resolve_threads, thread_scope
+from mixagent.proxy.runtime import (
+    compile_loss,
+    configure_runtime,
+    resolve_compile,
+    resolve_threads,
+    thread_scope,
+)
 from mixagent.proxy.schedule import lr_table
-from mixagent.proxy.training import make_optimizer, train_steps
+from mixagent.proxy.training import lm_loss, make_optimizer, train_steps
 
 
 class BudgetExhaustedError(MixagentError, RuntimeError):
@@ -70,7 +76,11 @@ class ProxyEngine:
         base: the cached base (see :func:`mixagent.proxy.base_model.ensure_base`).
         cpt: the CPT budget and optimizer; the LR schedule spans ``cpt.total_steps``.
         evaluation: what :meth:`evaluate` measures.
-        runtime: device and threads.
+        runtime: device, threads, allocator tuning and ``compile`` (the training loss compiled
+            once here, at construction: :func:`~mixagent.proxy.runtime.compile_loss`).
+
+    ``compile_state``: ``"off"`` (eager, as asked), ``"compiled"`` or ``"fallback"`` (compiling
+    was asked for but failed: eager). Recorded in collection cards and evaluation reports.
     """
 
     def __init__(self, data: DataDir, domains: list[str], base: BaseCheckpoint, cpt: CPTSpec,
@@ -89,6 +99,11 @@ class ProxyEngine:
             raise MixagentError(f"{base.path}: the base has no optimizer state to restore")
         self.lrs = lr_table(cpt.lr, cpt.total_steps)
         self.evaluator = Evaluator(data, self.domains, evaluation, cpt.seq_len, self.device)
+        self.loss_fn = lm_loss
+        self.compile_state = "off"
+        if resolve_compile(runtime):
+            dummy = torch.zeros(cpt.batch_size, cpt.seq_len, dtype=torch.long, device=self.device)
+            self.loss_fn, self.compile_state = compile_loss(self.model, dummy, self.threads)
         self.base_eval: EvalResult = self.evaluate()
         self.aligner: Aligner | None = None  # see attach_alignment
         self.base_alignment: np.ndarray | None = None
@@ -131,7 +146,7 @@ class ProxyEngine:
         lrs = self.lrs[self.step : self.step + steps]
         with self._own_rng(), thread_scope(self.threads):
             losses = train_steps(self.model, self.optimizer, batches, lrs,
-                                 self.cpt.optimizer.grad_clip)
+                                 self.cpt.optimizer.grad_clip, self.loss_fn)
             loss = float(losses.mean())
         self.step += steps
         self.tokens += steps * b * seq

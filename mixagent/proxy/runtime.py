@@ -7,7 +7,8 @@ worker's share is set by ``MIXAGENT_NUM_THREADS``, which wins over the spec. The
 only while the proxy computes (:func:`thread_scope`): torch's thread count is process-global,
 and the code around an environment (an RL library's updates) keeps its own.
 
-Memory allocation matters for speed too: see :func:`tune_allocator`.
+Memory allocation matters for speed too: see :func:`tune_allocator`; and so does compiling the
+training loss (opt in: ``runtime.compile`` or ``MIXAGENT_COMPILE=1``, see :func:`compile_loss`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ import ctypes.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mixagent.errors import ConfigError
 from mixagent.proxy.config import RuntimeSpec
 
 THREADS_ENV = "MIXAGENT_NUM_THREADS"
+COMPILE_ENV = "MIXAGENT_COMPILE"
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 1 << 30
 _allocator_tuned = False
+_compile_warned = False
 
 
 def resolve_threads(runtime: RuntimeSpec) -> int | None:
@@ -45,6 +49,59 @@ def resolve_threads(runtime: RuntimeSpec) -> int | None:
             raise ConfigError(f"{THREADS_ENV}={raw!r}: must be a positive integer")
         return n
     return runtime.num_threads
+
+
+def resolve_compile(runtime: RuntimeSpec) -> bool:
+    """Compile the training loss? ``$MIXAGENT_COMPILE`` (``1``/``0``, also true/false, yes/no,
+    on/off) when set and not empty, else the spec's ``compile``."""
+    raw = os.environ.get(COMPILE_ENV, "").strip()
+    if raw.lower() in _ON:
+        return True
+    if raw.lower() in _OFF:
+        return False
+    if raw:
+        raise ConfigError(f"{COMPILE_ENV}={raw!r}: must be 1 or 0 (or true/false, yes/no, on/off)")
+    return runtime.compile
+
+
+def compile_loss(model: Any, tokens: Any, threads: int | None) -> tuple[Callable[..., Any], str]:
+    """``torch.compile(lm_loss)`` (inductor, ``dynamic=False``) for ``model``, compiled *now*:
+    one forward and backward on ``tokens`` (a dummy batch of the training shape, dtype and
+    device), so the compile time counts as setup, not as the first episode's, and a failure is
+    found here. Changes no state: the gradients are dropped and the caller's RNG is restored.
+
+    Returns ``(loss function, state)``: ``state`` is ``"compiled"``, or ``"fallback"`` when
+    compiling failed (no C++ compiler, an unsupported platform or model): the loss is then the
+    eager :func:`~mixagent.proxy.training.lm_loss`, with one warning per process. A speed
+    setting should not stop a collection or evaluation on a node that cannot compile; the state
+    is recorded in provenance (workers' ``compile``) so a run says what it used.
+    """
+    import torch
+
+    from mixagent.proxy.training import lm_loss
+
+    global _compile_warned
+    training = model.training
+    devices = [tokens.device] if tokens.device.type == "cuda" else []
+    try:
+        fn = torch.compile(lm_loss, dynamic=False)
+        with torch.random.fork_rng(devices=devices), thread_scope(threads):
+            model.train()
+            fn(model, tokens).backward()
+    except Exception as err:  # torch raises many types (BackendCompilerFailed, InductorError, ...)
+        msg = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        if not _compile_warned:
+            log.warning("runtime.compile / %s: torch.compile of the training loss failed (%s); "
+                        "training eagerly (same results up to float rounding, slower). Install "
+                        "a C++ compiler or unset the setting to silence this.", COMPILE_ENV, msg)
+            _compile_warned = True
+        else:
+            log.debug("torch.compile of the training loss failed again (%s): eager", msg)
+        return lm_loss, "fallback"
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(training)
+    return fn, "compiled"
 
 
 @contextlib.contextmanager

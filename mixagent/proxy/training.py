@@ -7,7 +7,7 @@ table, and losses stay on the device until the loop ends (one host sync per call
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -47,15 +47,18 @@ def train_steps(
     batches: torch.Tensor,
     lrs: Sequence[float],
     grad_clip: float | None,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = lm_loss,
 ) -> torch.Tensor:
-    """Run ``len(batches)`` optimizer steps; returns the per-step losses (on the device)."""
+    """Run ``len(batches)`` optimizer steps; returns the per-step losses (on the device).
+
+    ``loss_fn``: :func:`lm_loss`, or a compiled version of it (``runtime.compile``)."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     losses = torch.empty(batches.shape[0], device=batches.device)
     model.train()
     for i in range(batches.shape[0]):
         for group in optimizer.param_groups:
             group["lr"] = float(lrs[i])
-        loss = lm_loss(model, batches[i])
+        loss = loss_fn(model, batches[i])
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)

@@ -79,6 +79,7 @@ from mixagent.trajectories.storage import (
 from mixagent.trajectories.worker import EpisodeWorker, FaultInjection, WorkerConfig
 from mixagent.utils.progress import Progress
 from mixagent.utils.raypool import ActorPool as _ActorPool
+from mixagent.utils.raypool import compile_applied, forwarded_env
 from mixagent.utils.raypool import ensure_ray as _ensure_ray
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class _Collection:
         self.config_hash = self.identity.config_hash
         self.collection_id = self.config_hash[:8]
         threads = config.threads_per_worker or max(1, int(config.cpus_per_worker))
-        env_vars = {k: os.environ[k] for k in ("MIXAGENT_CACHE",) if os.environ.get(k)}
+        env_vars = forwarded_env()
         self.worker_config = WorkerConfig(
             env_spec=spec.model_dump(mode="json"), spec_origin=spec.origin,
             spec_root=str(spec.root), spec_hash=self.spec_hash, collection_hash=self.config_hash,
@@ -465,6 +466,9 @@ def build_card(out: Path, collection: dict[str, Any], resolved: Any, config: Col
         "driver_cpu_seconds": round(result.driver_cpu_seconds, 3),
         "cpu_seconds_per_transition": round(result.cpu_seconds_per_transition, 6),
         "remote_calls": result.remote_calls,
+        # runtime.compile / MIXAGENT_COMPILE as the workers applied it ("off", "compiled",
+        # "fallback"): numerics equal eager up to float rounding, not bit for bit
+        "compile": compile_applied(result.workers),
         "host": platform.node(),
     })
     spec = resolved.spec

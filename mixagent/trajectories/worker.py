@@ -136,6 +136,18 @@ class EpisodeWorker(PoolWorker):
         self._warm_up()
         self._ready()
 
+    def info(self) -> dict[str, Any]:
+        """:meth:`PoolWorker.info` plus ``compile``: whether the proxies train with a compiled
+        loss (each built engine's ``compile_state``: "off", "compiled", "fallback"); a family
+        worker has built no environment yet at start, so it says "requested" or "off"."""
+        slots = [*self._envs.values(), *([self.slot] if getattr(self, "slot", None) else [])]
+        found = sorted({str(getattr(slot.env.engine, "compile_state", "off")) for slot in slots})
+        if not found and self.family is not None:
+            from mixagent.proxy.runtime import resolve_compile
+
+            found = ["requested" if resolve_compile(self.family.base.runtime) else "off"]
+        return {**super().info(), "compile": (found[0] if len(found) == 1 else found) if found else None}
+
     def _warm_up(self) -> None:
         """Pay the one-off costs of a fresh process now, inside setup, not in its first episode.
 

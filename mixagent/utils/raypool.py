@@ -31,6 +31,16 @@ from mixagent.errors import MixagentError
 
 log = logging.getLogger(__name__)
 
+#: environment variables a worker needs from the driver: the cache, and ``MIXAGENT_COMPILE``
+#: (``runtime.compile``'s override). Sent explicitly: a Ray actor on another node, or one whose
+#: raylet started before the driver set them, does not see the driver's environment.
+FORWARDED_ENV = ("MIXAGENT_CACHE", "MIXAGENT_COMPILE")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's :data:`FORWARDED_ENV` that are set (and not empty)."""
+    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
 
 class PoolWorker:
     """What every pool actor shares: its identity, its torch threads and its CPU accounting.
@@ -84,6 +94,17 @@ class PoolWorker:
         """CPU seconds spent since the worker was ready, and episodes run."""
         return {"worker": self.worker_id, "cpu_seconds": time.process_time() - self._cpu0,
                 "episodes": self._episodes}
+
+
+def compile_applied(workers_info: list[dict[str, Any]]) -> list[str] | None:
+    """The training-loss compile states the workers reported (``runtime.compile``: "off",
+    "compiled", "fallback"; "requested" for a family worker with no environment built yet), or
+    None when no worker started."""
+    found: set[str] = set()
+    for w in workers_info:
+        c = w.get("compile")
+        found.update(c if isinstance(c, list) else [c] if c is not None else [])
+    return sorted(found) or None
 
 
 def ensure_ray(address: str | None) -> bool:

@@ -36,14 +36,18 @@ class EnvFactory:
     threads: int | None = 1
     #: optional observation groups the agent uses (``FeatureSpec.observation``)
     observation: tuple[str, ...] = ()
-    #: environment variables the env needs in another process (e.g. ``MIXAGENT_CACHE``)
+    #: environment variables the env needs in another process (``MIXAGENT_CACHE``,
+    #: ``MIXAGENT_COMPILE``: :data:`mixagent.utils.raypool.FORWARDED_ENV`)
     environ: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def here(cls, spec: str, history: int = 3, threads: int | None = 1,
              observation: tuple[str, ...] = ()) -> EnvFactory:
-        """A factory that carries this process's ``MIXAGENT_CACHE`` to wherever it runs."""
-        env = tuple((k, os.environ[k]) for k in ("MIXAGENT_CACHE",) if k in os.environ)
+        """A factory that carries this process's ``MIXAGENT_CACHE`` and ``MIXAGENT_COMPILE`` to
+        wherever it runs."""
+        from mixagent.utils.raypool import forwarded_env
+
+        env = tuple(forwarded_env().items())
         return cls(spec, history, threads, observation, env)
 
     def __call__(self) -> gym.Env:
