@@ -378,24 +378,6 @@ def prototype_loss(model: torch.nn.Module, tokens: torch.Tensor, chunk: int) -> 
     return _ChunkedHeadCE.apply(h, model.lm_head.weight, tokens[:, 1:].reshape(-1), chunk)
 
 
-def prototype_train_steps(model, optimizer, batches, lrs, grad_clip, loss_fn) -> torch.Tensor:
-    """PROTOTYPE: :func:`train_steps` with ``loss_fn(model, tokens)`` instead of ``lm_loss``."""
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    losses = torch.empty(batches.shape[0])
-    model.train()
-    for i in range(batches.shape[0]):
-        for group in optimizer.param_groups:
-            group["lr"] = float(lrs[i])
-        loss = loss_fn(model, batches[i])
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses[i] = loss.detach()
-    return losses
-
-
 def check_prototype(model, tokens, loss_fn) -> dict[str, float]:
     """Max abs difference of loss and of every parameter's gradient vs the real path."""
     model.zero_grad(set_to_none=True)
@@ -627,13 +609,13 @@ def run_prototypes(variants, model, optimizer, warm, batches, lrs, clip, train_f
     out: dict[str, Any] = {}
     for name, fn in variants.items():
         diff = check_prototype(model, warm[0], fn)
-        prototype_train_steps(model, optimizer, warm, lrs, clip, fn)
+        train_steps(model, optimizer, warm, lrs, clip, fn)
         real_t, proto_t, refs = [], [], []
         for _ in range(3):
             refs.append(matmul_flops_per_second(threads))
             real_t.append(time_train(model, optimizer, batches, lrs, clip) / n)
             t0 = time.perf_counter()
-            prototype_train_steps(model, optimizer, batches, lrs, clip, fn)
+            train_steps(model, optimizer, batches, lrs, clip, fn)
             proto_t.append((time.perf_counter() - t0) / n)
         rt, pt = statistics.median(real_t), statistics.median(proto_t)
         speedup = statistics.median(r / p for r, p in zip(real_t, proto_t, strict=True))
