@@ -118,6 +118,13 @@ def test_agent_trained_on_a_family_acts_on_an_unseen_domain_count(family_traj: P
     assert all(np.isfinite(c["score"]) for c in sel["candidates"])
     assert agent.provenance["best"]["criterion"] == "heldout_score"
     assert res.details["best"]["heldout_score"] == max(c["score"] for c in sel["candidates"])
+    # uniform scored once on the same scenarios and seeds; the chosen one compared with it, paired
+    ref = sel["references"]["baseline:uniform"]
+    assert set(ref["per_scenario"]) == {s["id"] for s in sel["scenarios"]}
+    best_row = max(sel["candidates"], key=lambda c: c["score"])
+    vs = sel["best_versus_references"]["baseline:uniform"]
+    assert vs["scenarios"] == 1
+    assert vs["mean_difference"] == pytest.approx(best_row["score"] - ref["score"])
 
     # it acts on a domain count that never appeared in the collection
     family = load_family(family_file)

@@ -110,6 +110,27 @@ def test_offline_training_reduces_its_losses(micro_traj: Path, tmp_path: Path):
         assert np.array_equal(v1.numpy(), v2.numpy()), k1
 
 
+def test_data_fraction_takes_nested_episode_subsets(micro_traj: Path):
+    """A learning curve's x-axis: 0.25 of the training episodes is inside 0.5 for one seed, whole
+    episodes only, and the validation split is the same at every fraction."""
+    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
+    from mixagent.policies.training.offline import OfflineConfig, episode_prefix, split_by_episode
+
+    rows, meta = read_trajectories([micro_traj])
+    data = transitions_from_rows(rows, OfflineConfig().features, meta["action_scale"],
+                                 meta["action_floor"])
+    train, _ = split_by_episode(data, 0.0, seed=0)
+    half, quarter = (episode_prefix(train, f, seed=5) for f in (0.5, 0.25))
+    eps = [set(np.unique(d.episode)) for d in (train, half, quarter)]
+    assert len(eps[1]) == round(0.5 * len(eps[0])) and len(eps[2]) == max(1, round(0.25 * len(eps[0])))
+    assert eps[2] <= eps[1] <= eps[0]
+    for d, e in zip((half, quarter), eps[1:], strict=True):  # every row of a kept episode
+        assert len(d) == int(np.isin(train.episode, list(e)).sum())
+    assert set(np.unique(episode_prefix(train, 0.5, seed=5).episode)) == eps[1]  # seeded
+    with pytest.raises(ValueError, match="data_fraction"):
+        OfflineConfig(data_fraction=0.0)
+
+
 def _records_micro_scenario(policy, micro_spec: Path) -> None:
     """The policy's config records the reward and observation of the env it was trained on."""
     from mixagent.envs.spec import load_env_spec
@@ -215,3 +236,67 @@ def test_sac_in_process_learns_through_train_policy(micro_spec: Path, tmp_path: 
     assert weights and any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in weights)
     _records_micro_scenario(res.policy, micro_spec)
     _acts_anywhere(res.policy)
+
+
+def test_bc_ranks_episodes_net_of_their_scenario():
+    """On a family, an episode on an easy scenario must not outrank a better mixture on a hard
+    one: the residual ranking removes what the scenario choices predict."""
+    from mixagent.policies.training.data import TransitionData, context_matrix
+    from mixagent.policies.training.offline import episode_merit
+
+    rng = np.random.default_rng(0)
+    n = 40
+    easy = rng.random(n) < 0.5
+    skill = rng.normal(0, 0.1, n)  # what the policy contributed
+    returns = np.where(easy, 3.0, 1.0) + skill
+    contexts = [{"target_field": "math" if e else "code", "cpt": {"num_steps": 4}} for e in easy]
+    x = context_matrix(contexts)
+    assert x.shape == (n, 3)  # cpt.num_steps, then one column per field value
+    data = TransitionData(*(np.zeros((0,)),) * 11, episodes=[str(i) for i in range(n)],
+                          returns=returns, contexts=contexts)
+    eps = np.arange(n)
+    by_return = episode_merit(data, eps, "return")
+    residual = episode_merit(data, eps, "residual")
+    assert np.array_equal(by_return, returns)
+    assert np.corrcoef(residual, skill)[0, 1] > 0.95
+    assert np.corrcoef(by_return, skill)[0, 1] < 0.5
+    # without contexts (one scenario) both rank alike
+    plain = TransitionData(*(np.zeros((0,)),) * 11, episodes=data.episodes, returns=returns)
+    assert np.array_equal(np.argsort(episode_merit(plain, eps)), np.argsort(returns))
+
+
+def test_batches_grouped_by_domain_count_change_no_row():
+    """Grouped minibatches are padded to their group's largest K only: every row's
+    log-likelihood and Q-value equal those of the fully padded batch, and every row is drawn."""
+    import torch
+
+    from mixagent.policies.features import IS_TARGET_COLUMN
+    from mixagent.policies.network import ActorNet, CriticNet, NetworkConfig
+    from mixagent.policies.training.data import TransitionData
+    from mixagent.policies.training.offline import _Batches, _tensors
+
+    rng = np.random.default_rng(0)
+    n, kmax, fd, fg = 96, 12, 5, 3
+    ks = rng.integers(2, kmax + 1, n)
+    mask = np.arange(kmax)[None, :] < ks[:, None]
+    dom = (rng.normal(size=(n, kmax, fd)) * mask[..., None]).astype(np.float32)
+    dom[:, :, IS_TARGET_COLUMN] = (rng.random((n, kmax)) < 0.5) * mask
+    act = (rng.uniform(-0.9, 0.9, (n, kmax)) * mask).astype(np.float32)
+    glob = rng.normal(size=(n, fg)).astype(np.float32)
+    z = np.zeros(n, np.float32)
+    d = TransitionData(dom, glob, mask, act, act, z, dom, glob, z, np.arange(n), np.ones(n, bool))
+    batches = _Batches(d, np.arange(n), batch_size=16)
+    assert len(batches.groups) == 3 and batches.k[0] < batches.k[-1] == kmax
+    assert sorted(np.concatenate(batches.groups).tolist()) == list(range(n))
+    torch.manual_seed(0)
+    actor = ActorNet(fd, fg, NetworkConfig(hidden=16), IS_TARGET_COLUMN)
+    critic = CriticNet(fd, fg, NetworkConfig(hidden=16), IS_TARGET_COLUMN, 3.0)
+    rows = batches.groups[0]
+    full, trimmed = _tensors(d, rows), _tensors(d, rows, batches.k[0])
+    assert trimmed["dom"].shape[1] == batches.k[0] < full["dom"].shape[1]
+    with torch.no_grad():
+        for net_out in (lambda b: actor.log_prob(b["dom"], b["glob"], b["act"], b["mask"]),
+                        lambda b: critic(b["dom"], b["glob"], b["act"], b["mask"])):
+            torch.testing.assert_close(net_out(trimmed), net_out(full), rtol=1e-5, atol=1e-5)
+    b = batches.draw(np.random.default_rng(1))
+    assert b["dom"].shape[0] == 16 and b["dom"].shape[1] in batches.k

@@ -19,6 +19,7 @@ domains, with and without the optional observation groups, train one agent side 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class TransitionData:
     episodes: list[str] = field(default_factory=list)
     returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (E,) path return per episode
     spaces: list[DomainSpace] = field(default_factory=list)  # distinct domain spaces seen
+    # (E,) each episode's scenario choices ({} outside a family): what returns depend on besides
+    # the policy, so episodes of different scenarios are ranked by return net of it
+    contexts: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -62,7 +66,7 @@ class TransitionData:
         return TransitionData(self.dom[idx], self.glob[idx], self.mask[idx], self.actions[idx],
                               self.weights[idx], self.rewards[idx], self.dom2[idx], self.glob2[idx],
                               self.dones[idx], self.episode[idx], self.on_path[idx], self.episodes,
-                              self.returns, self.spaces)
+                              self.returns, self.spaces, self.contexts)
 
 
 def unflatten(flat: Sequence[float], k: int, features: Sequence[str] | None = None
@@ -111,8 +115,6 @@ def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
     families ``meta["families"]`` holds each family (plain data), its collection seed and the
     (seed, episode) pairs and scenario ids it trained on (held-out selection excludes them).
     """
-    import json
-
     from mixagent.trajectories import load
     from mixagent.trajectories.storage import COLLECTION_FILE, SPEC_FILE
 
@@ -146,11 +148,12 @@ def read_trajectories(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]]
                          "action_scale": float(act.get("scale", 3.0)),
                          "action_floor": float(act.get("floor", 0.0))})
             break
-    spaces, features = _recorded_spaces(ts.cards, envs, families, rows)
+    spaces, features, choices = _recorded_spaces(ts.cards, envs, families, rows)
     for r in rows:  # each row carries its scenario's domain space (a shared object)
         h = str(r["env_spec_hash"])
         r["domain_space"] = spaces[h]
         r["obs_features"] = features.get(h)
+        r["scenario_choices"] = choices.get(h, {})
     groups = [set(f) for f in features.values() if f is not None]
     meta["observation_features"] = sorted(set.intersection(*groups)) if groups and \
         len(groups) == len(features) else []
@@ -171,7 +174,8 @@ def _in_family(row: Mapping[str, Any], fam: Mapping[str, Any]) -> bool:
 
 def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[str, Any]],
                      families: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
-                     ) -> tuple[dict[str, DomainSpace], dict[str, list[str] | None]]:
+                     ) -> tuple[dict[str, DomainSpace], dict[str, list[str] | None],
+                                dict[str, dict[str, Any]]]:
     """The domain space and observation groups of every env-spec hash in ``rows``: the ones the
     collection recorded in its card (``domain_space``, or per scenario of a family
     ``scenarios.<id>.domain_space``: the env's real fields, roles and token counts).
@@ -182,9 +186,13 @@ def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[
     roles from the rows' ``is_target`` feature, fields from the spec's source and target field
     (exact: an env's domains are those of its two fields), token counts unknown (0, with a
     warning; only the policy's provenance records them).
+
+    The third mapping holds each family scenario's sampled ``choices`` (budget, schedule,
+    reward weighting, ...): what makes one scenario's returns incomparable with another's.
     """
     out: dict[str, DomainSpace] = {}
     feats: dict[str, list[str] | None] = {}
+    choices: dict[str, dict[str, Any]] = {}
     for c in cards:
         env = c.get("env_spec") or {}
         if c.get("domain_space") and c.get("env_spec_hash"):
@@ -197,6 +205,7 @@ def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[
                 out[h] = DomainSpace.from_dict(entry["domain_space"])
                 feats[h] = list(((entry.get("spec") or {}).get("observation") or {})
                                 .get("features") or [])
+                choices[h] = dict(entry.get("choices") or {})
     for r in rows:
         h = str(r["env_spec_hash"])
         if h in out:
@@ -204,7 +213,8 @@ def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[
         if r.get("scenario"):
             fam = next((f for f in families if _in_family(r, f)), None)
             if fam is not None:
-                out[h], feats[h] = _resampled_space(fam, int(r["episode"]), str(r["scenario"]))
+                out[h], feats[h], choices[h] = _resampled_space(fam, int(r["episode"]),
+                                                                str(r["scenario"]))
                 continue
         spec = next((_spec_of(e) for e in envs if e.get("spec")), None) or {}
         names = list(r["domain_names"])
@@ -219,12 +229,12 @@ def _recorded_spaces(cards: Sequence[Mapping[str, Any]], envs: Sequence[Mapping[
                              tuple("target" if t else "source" for t in target), (0,) * len(names),
                              str(spec.get("name", "")))
         feats[h] = None  # unknown: read by the row's length
-    return out, feats
+    return out, feats, choices
 
 
 def _resampled_space(fam: Mapping[str, Any], episode: int, scenario: str
-                     ) -> tuple[DomainSpace, list[str]]:
-    """A family scenario's domain space and observation groups, re-sampled from its
+                     ) -> tuple[DomainSpace, list[str], dict[str, Any]]:
+    """A family scenario's domain space, observation groups and choices, re-sampled from its
     collection's (seed, episode) and resolved against the data (a collection without a card)."""
     from mixagent.envs.family import ScenarioFamily
     from mixagent.envs.setup import resolve_spec
@@ -233,7 +243,8 @@ def _resampled_space(fam: Mapping[str, Any], episode: int, scenario: str
     if sc.id != scenario:
         raise DataError(f"episode {episode} records scenario {scenario}, but its family now samples "
                         f"{sc.id}; the family changed under the collection")
-    return DomainSpace.from_env(resolve_spec(sc.spec)), list(sc.spec.observation.features)
+    return (DomainSpace.from_env(resolve_spec(sc.spec)), list(sc.spec.observation.features),
+            dict(sc.choices))
 
 
 def _row_space(r: Mapping[str, Any], name: str) -> DomainSpace:
@@ -256,7 +267,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
     for r in rows:
         by_ep.setdefault(str(r["eps_id"]), []).append(r)
     items: list[tuple[np.ndarray, ...]] = []
-    episodes, returns, spaces = [], [], {}
+    episodes, returns, spaces, contexts = [], [], {}, []
     h = features.history
     for eid, ep_rows in sorted(by_ep.items()):
         ep_rows.sort(key=lambda r: (int(r["t"]), int(r.get("branch_id", 0))))
@@ -274,6 +285,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
         spaces.setdefault((space.names, space.roles), space)
         e_idx = len(episodes)
         episodes.append(eid)
+        contexts.append(dict(ep_rows[0].get("scenario_choices") or {}))
         returns.append(float(sum(float(path_rows[t]["rewards"]) for t in steps)))
         for r in ep_rows:
             t = int(r["t"])
@@ -299,13 +311,47 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
         weights=np.zeros((n, kmax), np.float32), rewards=np.zeros(n, np.float32),
         dom2=np.zeros((n, kmax, fd), np.float32), glob2=np.zeros((n, fg), np.float32),
         dones=np.zeros(n, np.float32), episode=np.zeros(n, np.int64), on_path=np.zeros(n, bool),
-        episodes=episodes, returns=np.asarray(returns), spaces=list(spaces.values()))
+        episodes=episodes, returns=np.asarray(returns), spaces=list(spaces.values()),
+        contexts=contexts)
     for i, (d, g, a, w, r, d2, g2, done, e, cont) in enumerate(items):
         k = d.shape[0]
         out.dom[i, :k], out.glob[i], out.mask[i, :k] = d, g, True
         out.actions[i, :k], out.weights[i, :k], out.rewards[i] = a, w, r
         out.dom2[i, :k], out.glob2[i], out.dones[i] = d2, g2, done
         out.episode[i], out.on_path[i] = e, cont
+    return out
+
+
+def context_matrix(contexts: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """A design matrix of episode contexts (scenario choices): nested keys flattened with dots,
+    numbers as they are, anything else one-hot per ``key=value``; (E, 0) when no episode has a
+    context (a single-scenario collection)."""
+    flat = [_flatten(c) for c in contexts]
+    numeric = sorted({k for f in flat for k, v in f.items() if _is_number(v)})
+    levels = sorted({f"{k}={v}" for f in flat for k, v in f.items() if not _is_number(v)})
+    cols = {name: i for i, name in enumerate([*numeric, *levels])}
+    x = np.zeros((len(flat), len(cols)))
+    for i, f in enumerate(flat):
+        for k, v in f.items():
+            if _is_number(v):
+                x[i, cols[k]] = float(v)
+            else:
+                x[i, cols[f"{k}={v}"]] = 1.0
+    return x
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True) if isinstance(v, list) else v
     return out
 
 

@@ -8,7 +8,10 @@ torch — LIBRARY-FACTS explains why not d3rlpy or RLlib.
 
 1. **Split by episode** into train/validation (``val_fraction``), so no episode leaks.
 2. **BC warm start**: the actor (tanh-Gaussian over per-domain actions) maximises the likelihood
-   of the actions of the best episodes (top ``bc_top_quantile`` by return, main path only).
+   of the actions of the best episodes (top ``bc_top_quantile``, main path only), ranked by
+   return net of what the episode's scenario predicts (``bc_rank``; on a scenario family the
+   budget and field move returns more than the mixture does). ``data_fraction`` trains on a
+   nested share of the episodes (a learning curve).
 3. **CQL** (``algo: cql``): twin Q-networks with Polyak-averaged targets; the TD target uses
    the current policy's next action (with SAC's entropy bonus only if ``backup_entropy``, off
    by default as in CORL's CQL); the conservative term pushes
@@ -49,7 +52,7 @@ from mixagent.config import StrictModel
 from mixagent.policies.agent import AgentParams, MixingAgent
 from mixagent.policies.features import IS_TARGET_COLUMN, FeatureSpec
 from mixagent.policies.network import ActorNet, CriticNet, NetworkConfig
-from mixagent.policies.training.data import TransitionData
+from mixagent.policies.training.data import TransitionData, context_matrix
 from mixagent.policies.training.selection import HeldOutSelector, SelectionConfig
 
 log = logging.getLogger(__name__)
@@ -65,9 +68,20 @@ class OfflineConfig(StrictModel):
     action_scale: float = Field(default=3.0, gt=0, description="the env's action.scale")
     floor: float = Field(default=0.0, ge=0, lt=1, description="least weight per domain when acting")
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    data_fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="share of the training episodes used, a seeded prefix of one permutation "
+                    "(so 0.25 is inside 0.5 for one seed) taken after the validation split: the "
+                    "x-axis of a learning curve, with validation and held-out data unchanged")
     batch_size: int = Field(default=256, gt=0)
     # behaviour cloning
     bc_top_quantile: float = Field(default=0.5, gt=0, le=1, description="share of episodes cloned")
+    bc_rank: Literal["residual", "return"] = Field(
+        default="residual",
+        description="rank episodes for cloning by return net of what their scenario predicts "
+                    "(a ridge fit of return on the scenario choices: a scenario family's budgets "
+                    "and fields move returns more than any mixture does), or by raw return; "
+                    "the same ranking on a single-scenario collection")
     bc_steps: int = Field(default=1500, ge=0)
     bc_lr: float = Field(default=1e-3, gt=0)
     # CQL
@@ -119,14 +133,51 @@ def split_by_episode(data: TransitionData, val_fraction: float, seed: int
     return data.subset(np.flatnonzero(~is_val)), data.subset(np.flatnonzero(is_val))
 
 
-def _tensors(d: TransitionData, idx: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def episode_prefix(data: TransitionData, fraction: float, seed: int) -> TransitionData:
+    """The transitions of the first ``fraction`` of ``data``'s episodes in a seeded permutation
+    (at least one episode): nested across fractions for one seed."""
+    eps = np.unique(data.episode)
+    keep = np.random.default_rng([seed, 1]).permutation(eps)[:max(1, round(fraction * eps.size))]
+    return data.subset(np.flatnonzero(np.isin(data.episode, keep)))
+
+
+def _tensors(d: TransitionData, idx: np.ndarray | None = None, k: int | None = None
+             ) -> dict[str, torch.Tensor]:
+    """Batch tensors of the rows ``idx``, padded only to ``k`` domains (default: all of ``d``'s
+    padding); the networks mask padding, so trimming it changes no row's result."""
     sel = slice(None) if idx is None else idx
+    ks = slice(None) if k is None else slice(0, k)
     return {
-        "dom": torch.from_numpy(d.dom[sel]), "glob": torch.from_numpy(d.glob[sel]),
-        "mask": torch.from_numpy(d.mask[sel]), "act": torch.from_numpy(d.actions[sel]),
-        "rew": torch.from_numpy(d.rewards[sel]), "dom2": torch.from_numpy(d.dom2[sel]),
+        "dom": torch.from_numpy(d.dom[sel][:, ks]), "glob": torch.from_numpy(d.glob[sel]),
+        "mask": torch.from_numpy(d.mask[sel][:, ks]), "act": torch.from_numpy(d.actions[sel][:, ks]),
+        "rew": torch.from_numpy(d.rewards[sel]), "dom2": torch.from_numpy(d.dom2[sel][:, ks]),
         "glob2": torch.from_numpy(d.glob2[sel]), "done": torch.from_numpy(d.dones[sel]),
     }
+
+
+class _Batches:
+    """Minibatches drawn from rows grouped by domain count, each padded only to its group's
+    largest K. On a scenario family (K from 2 to ~40 in one data set) padding every batch to
+    the largest K wastes most of the per-domain compute; grouped batches are still unbiased
+    over steps (a group is drawn with probability ∝ its size). One group when every row has
+    the same K, and then the draws are plain uniform ones."""
+
+    def __init__(self, d: TransitionData, rows: np.ndarray, batch_size: int, max_groups: int = 8):
+        rows = np.asarray(rows)
+        k = d.mask[rows].sum(1)
+        order = rows[np.argsort(k, kind="stable")]
+        groups = max(1, min(max_groups, len(rows) // (2 * batch_size)))
+        if np.unique(k).size == 1:
+            groups = 1
+        self.groups = [g for g in np.array_split(order, groups) if len(g)]
+        self.k = [int(d.mask[g].sum(1).max()) for g in self.groups]
+        sizes = np.array([len(g) for g in self.groups], float)
+        self.p = sizes / sizes.sum()
+        self.data, self.size = d, min(batch_size, len(rows))
+
+    def draw(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        j = int(rng.choice(len(self.groups), p=self.p)) if len(self.groups) > 1 else 0
+        return _tensors(self.data, rng.choice(self.groups[j], self.size), self.k[j])
 
 
 def _bc_loss(actor: ActorNet, b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -135,10 +186,29 @@ def _bc_loss(actor: ActorNet, b: dict[str, torch.Tensor]) -> torch.Tensor:
     return (-actor.log_prob(b["dom"], b["glob"], b["act"], b["mask"]) / k).mean()
 
 
-def _top_episodes(data: TransitionData, quantile: float) -> np.ndarray:
-    """Indices of main-path transitions of the episodes whose return is in the top quantile."""
+def episode_merit(data: TransitionData, episodes: np.ndarray, rank: str = "residual",
+                  ridge: float = 1e-2) -> np.ndarray:
+    """What ranks ``episodes`` for cloning: their return, or (``residual``) their return minus a
+    ridge regression of return on their scenario choices fitted on these episodes — so a
+    mediocre mixture on an easy scenario does not outrank a good one on a hard scenario."""
+    rets = data.returns[episodes].astype(np.float64)
+    if rank == "return" or not data.contexts:
+        return rets
+    x = context_matrix([data.contexts[int(e)] for e in episodes])
+    x = x[:, x.std(0) > 0] if len(x) else x
+    if x.shape[1] == 0:
+        return rets - rets.mean()
+    x = (x - x.mean(0)) / x.std(0)
+    y = rets - rets.mean()
+    beta = np.linalg.solve(x.T @ x + ridge * len(y) * np.eye(x.shape[1]), x.T @ y)
+    return y - x @ beta
+
+
+def _top_episodes(data: TransitionData, quantile: float, rank: str = "residual") -> np.ndarray:
+    """Indices of main-path transitions of the episodes whose merit (:func:`episode_merit`) is in
+    the top quantile."""
     present = np.unique(data.episode)
-    rets = data.returns[present]
+    rets = episode_merit(data, present, rank)
     cut = np.quantile(rets, 1.0 - quantile) if quantile < 1 else -np.inf
     keep = set(present[rets >= cut].tolist())
     return np.flatnonzero(np.isin(data.episode, list(keep)) & data.on_path)
@@ -186,6 +256,8 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train, val = split_by_episode(data, cfg.val_fraction, cfg.seed)
+    if cfg.data_fraction < 1.0:
+        train = episode_prefix(train, cfg.data_fraction, cfg.seed)
     reward_scale = float(train.rewards.std()) or 1.0
     train.rewards = train.rewards / reward_scale
     if val is not None:
@@ -218,15 +290,17 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
             shutil.rmtree(ckpts.pop(0), ignore_errors=True)
 
     # -- 1. behaviour cloning warm start ---------------------------------------------------------
-    bc_idx = _top_episodes(train, cfg.bc_top_quantile)
-    val_bc = _tensors(val, _top_episodes(val, cfg.bc_top_quantile)) if val is not None else None
+    bc_idx = _top_episodes(train, cfg.bc_top_quantile, cfg.bc_rank)
+    val_bc = (_tensors(val, _top_episodes(val, cfg.bc_top_quantile, cfg.bc_rank))
+              if val is not None else None)
+    bc_batches = _Batches(train, bc_idx, cfg.batch_size)
     opt = torch.optim.AdamW(actor.parameters(), lr=cfg.bc_lr, weight_decay=cfg.weight_decay)
     best_val, best_state, bad, step = np.inf, copy.deepcopy(actor.state_dict()), 0, 0
     # log lines (off a terminal) at the validation points, where the postfix is fresh
     with Progress(cfg.bc_steps, "behaviour cloning", "step", progress=progress, logger=log,
                   log_every=_log_every(cfg.eval_every, cfg.bc_steps), log_seconds=30.0) as bar:
         for step in range(1, cfg.bc_steps + 1):
-            b = _tensors(train, rng.choice(bc_idx, min(cfg.batch_size, len(bc_idx))))
+            b = bc_batches.draw(rng)
             loss = _bc_loss(actor, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -294,6 +368,7 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
     a_opt = torch.optim.Adam([log_alpha], lr=cfg.actor_lr)
     n = cfg.cql_samples
     val_t = _tensors(val) if val is not None and len(val) else None
+    cql_batches = _Batches(train, np.arange(len(train)), cfg.batch_size)
 
     def critic_losses(b: dict[str, torch.Tensor], alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -330,7 +405,7 @@ def train_offline(data: TransitionData, cfg: OfflineConfig, out: Path | None = N
     with Progress(cfg.cql_steps, "CQL", "step", progress=progress, logger=log,
                   log_every=_log_every(cfg.eval_every, cfg.cql_steps), log_seconds=30.0) as bar:
         for step in range(1, cfg.cql_steps + 1):
-            b = _tensors(train, rng.integers(0, len(train), min(cfg.batch_size, len(train))))
+            b = cql_batches.draw(rng)
             alpha = log_alpha.exp().detach()
             td, gap = critic_losses(b, alpha)
             q_loss = td + cfg.cql_alpha * gap

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from mixagent.config import StrictModel
 from mixagent.errors import ConfigError
-from mixagent.policies.protocol import MixingPolicy, run_episode
+from mixagent.policies.protocol import MixingPolicy, resolve_policy, run_episode
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class SelectionConfig(StrictModel):
                                                       "(0: at the end of each phase only)")
     patience: int = Field(default=0, ge=0, description="stop CQL after this many selections "
                                                         "without improvement (0: never)")
+    references: list[str] = Field(
+        default_factory=lambda: ["baseline:uniform"],
+        description="policies (baseline:NAME, policy:DIR) scored once on the same held-out "
+                    "scenarios and seeds: they choose nothing, but a held-out score means little "
+                    "without what uniform gets on the same scenarios")
 
 
 class HeldOutSelector:
@@ -84,6 +89,9 @@ class HeldOutSelector:
         self._envs: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
+        # resolved now, so a bad reference fails before any training
+        self._references = {spec: resolve_policy(spec) for spec in cfg.references}
+        self.references: dict[str, dict[str, Any]] = {}
 
     def _env(self, scenario: Any) -> Any:
         if scenario.id not in self._envs:
@@ -92,21 +100,49 @@ class HeldOutSelector:
             self._envs[scenario.id] = ProxyCPTEnv(scenario.spec, progress=False)
         return self._envs[scenario.id]
 
-    def score(self, agent: MixingPolicy, label: Mapping[str, Any]) -> float:
-        """The mean final balanced score of ``agent`` over the held-out scenarios and seeds
-        (recorded in :attr:`history` with ``label``)."""
+    def _run(self, policy: MixingPolicy) -> tuple[float, dict[str, float]]:
         t0 = time.perf_counter()
         per: dict[str, float] = {}
         for sc in self.scenarios:
             env = self._env(sc)
-            per[sc.id] = float(np.mean([run_episode(agent, env, int(seed)).final_scores["balanced"]
+            per[sc.id] = float(np.mean([run_episode(policy, env, int(seed)).final_scores["balanced"]
                                         for seed in self.cfg.seeds]))
-        mean = float(np.mean(list(per.values())))
         self.seconds += time.perf_counter() - t0
+        return float(np.mean(list(per.values()))), per
+
+    def score_references(self) -> dict[str, dict[str, Any]]:
+        """Each reference policy's mean and per-scenario score (computed once, then kept)."""
+        for spec, policy in self._references.items():
+            if spec not in self.references:
+                mean, per = self._run(policy)
+                self.references[spec] = {"score": mean, "per_scenario": per}
+                log.info("held-out reference %s: mean final balanced score %.4f over %d "
+                         "scenario(s)", spec, mean, len(per))
+        return self.references
+
+    def score(self, agent: MixingPolicy, label: Mapping[str, Any]) -> float:
+        """The mean final balanced score of ``agent`` over the held-out scenarios and seeds
+        (recorded in :attr:`history` with ``label``)."""
+        refs = self.score_references()
+        mean, per = self._run(agent)
         self.history.append({**label, "score": mean, "per_scenario": per})
-        log.info("held-out selection %s: mean final balanced score %.4f over %d scenario(s)",
-                 dict(label), mean, len(per))
+        versus = "".join(f", {mean - r['score']:+.4f} vs {spec}" for spec, r in refs.items())
+        log.info("held-out selection %s: mean final balanced score %.4f over %d scenario(s)%s",
+                 dict(label), mean, len(per), versus)
         return mean
+
+    def versus(self, per_scenario: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+        """A candidate against each reference, paired by scenario: the mean difference and the
+        scenarios won (the card's honest summary of a held-out score)."""
+        out: dict[str, dict[str, Any]] = {}
+        for spec, ref in self.references.items():
+            diffs = [per_scenario[sid] - ref["per_scenario"][sid] for sid in per_scenario
+                     if sid in ref["per_scenario"]]
+            if diffs:
+                out[spec] = {"mean_difference": float(np.mean(diffs)),
+                             "scenarios_won": int(sum(d > 0 for d in diffs)),
+                             "scenarios": len(diffs)}
+        return out
 
     def record(self, best: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What the policy card records: the criterion, the scenarios, every candidate's score."""
@@ -116,7 +152,16 @@ class HeldOutSelector:
                 "scenarios": [{"id": s.id, "description": s.spec.description}
                               for s in self.scenarios],
                 "candidates": self.history, "best": dict(best or {}),
+                "references": self.references, "best_versus_references": self._best_versus(best),
                 "seconds": round(self.seconds, 1)}
+
+    def _best_versus(self, best: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+        if not best:
+            return {}
+        for cand in reversed(self.history):  # the chosen candidate's row (phase and step match)
+            if all(cand.get(k) == best.get(k) for k in ("phase", "step")):
+                return self.versus(cand["per_scenario"])
+        return {}
 
     def close(self) -> None:
         for env in self._envs.values():
