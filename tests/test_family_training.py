@@ -154,3 +154,41 @@ def test_agent_trained_on_a_family_acts_on_an_unseen_domain_count(family_traj: P
     agent.reset(space, seed=0)
     after = agent.act(obs)
     assert not np.allclose(before, after)
+
+
+def test_learning_curve_from_selected_policies(family_traj: Path, tmp_path: Path):
+    """Two trainings on nested shares of one collection, selected on the same held-out scenarios,
+    make a learning curve (table, JSON, PNG) read from their cards; a policy selected on other
+    scenarios is refused."""
+    from typer.testing import CliRunner
+
+    from mixagent.cli.main import app
+    from mixagent.errors import ConfigError
+    from mixagent.evaluation.learning_curve import learning_curve
+    from mixagent.policies.training.api import TrainConfig, train_policy
+
+    def train(name: str, fraction: float, scenario_seed: int | None = None) -> Path:
+        cfg = TrainConfig(algo="bc", trajectories=[str(family_traj)], hyperparameters={
+            "bc_steps": 4, "batch_size": 8, "eval_every": 2, "val_fraction": 0.0,
+            "data_fraction": fraction, "network": {"hidden": 8},
+            "selection": {"scenarios": 1, "seeds": [0], "scenario_seed": scenario_seed}})
+        train_policy(cfg, tmp_path / name, progress=False)
+        return tmp_path / name
+
+    full, part = train("full", 1.0), train("part", 0.34)
+    res = CliRunner().invoke(app, ["policy", "curve", str(full), str(part), "--out",
+                                   str(tmp_path / "curve")])
+    assert res.exit_code == 0, res.output
+    points = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [p["policy"] for p in points] == ["part", "full"]  # by transitions
+    assert points[0]["episodes"] == 1 and points[1]["episodes"] == EPISODES
+    assert points[0]["transitions"] < points[1]["transitions"]
+    for p in points:
+        assert set(p["references"]) == {"baseline:uniform"}
+        assert p["versus"]["baseline:uniform"]["mean_difference"] == pytest.approx(
+            p["heldout_score"] - p["references"]["baseline:uniform"])
+    assert (tmp_path / "curve" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| part | 0.34 | 1 |" in (tmp_path / "curve" / "curve.md").read_text()
+    other = train("other", 1.0, scenario_seed=7_000_999)
+    with pytest.raises(ConfigError, match="other held-out scenarios"):
+        learning_curve([full, other])

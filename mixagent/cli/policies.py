@@ -126,3 +126,24 @@ def info(path: Path = typer.Argument(..., help="A policy directory.")) -> None:
     console = Console()
     console.print(f"[bold]{path}[/]: {pol.describe()} (loads: ok)")
     console.print(render_card(cfg), markup=False)
+
+
+@policy_app.command("curve")
+def curve(
+    paths: list[Path] = typer.Argument(..., help="Policy directories trained on shares of the same "
+                                       "trajectories (data_fraction) with the same selection."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for curve.md, curve.json and "
+                             "curve.png, e.g. reports/NAME/learning-curve."),
+) -> None:
+    """A learning curve: held-out family score (and uniform's) against training transitions,
+    read from each policy's selection record (nothing is re-run).
+
+    Example: mixagent policy curve policies/agent-25 policies/agent-50 policies/agent-100
+    --out reports/agent/learning-curve
+    """
+    from mixagent.evaluation.learning_curve import learning_curve, write_learning_curve
+
+    points = learning_curve(paths)
+    for path in write_learning_curve(points, out):
+        typer.echo(f"wrote {path}")
+    typer.echo((out / "curve.md").read_text(encoding="utf-8"))
