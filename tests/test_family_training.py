@@ -192,3 +192,23 @@ def test_learning_curve_from_selected_policies(family_traj: Path, tmp_path: Path
     other = train("other", 1.0, scenario_seed=7_000_999)
     with pytest.raises(ConfigError, match="other held-out scenarios"):
         learning_curve([full, other])
+
+
+def test_card_summarises_a_family_of_domain_spaces():
+    """A policy trained on hundreds of sampled scenarios gets one card line per family, not one
+    per scenario; a few spaces are still listed one by one."""
+    from mixagent.policies.format import CARD_SPACES, render_card
+
+    def space(k: int, src: int) -> dict[str, Any]:
+        return {"name": "fam", "names": [f"d{i}" for i in range(k)],
+                "roles": ["source"] * src + ["target"] * (k - src)}
+
+    many = [space(5 + i, 2 + i % 3) for i in range(CARD_SPACES + 5)]
+    card = render_card({"kind": "agent", "params": {}, "provenance": {"trained_on": many}})
+    section = card.split("## Trained on")[1]
+    assert section.count("- `fam`") == 1
+    assert f"{CARD_SPACES + 5} domain spaces, 5–{4 + CARD_SPACES + 5} domains (2–4 source" in section
+    few = render_card({"kind": "agent", "params": {},
+                       "provenance": {"trained_on": [space(6, 3), space(8, 4)]}})
+    assert "- `fam`: 6 domains (3 source, 3 target)" in few
+    assert "- `fam`: 8 domains (4 source, 4 target)" in few

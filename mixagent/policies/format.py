@@ -169,6 +169,10 @@ def _evaluation_table(evals: EvaluationRecord) -> list[str]:
     return lines
 
 
+#: domain spaces of one name listed one per line in a card; more are summarised in one line
+CARD_SPACES = 8
+
+
 def render_card(config: dict[str, Any]) -> str:
     """A Markdown card from ``config.json``: every number in it comes from the config."""
     prov = config.get("provenance", {})
@@ -186,10 +190,23 @@ def render_card(config: dict[str, Any]) -> str:
     spaces = prov.get("trained_on") or []
     if spaces:
         lines += ["", "## Trained on", ""]
+        by_name: dict[str, list[dict[str, Any]]] = {}
         for s in spaces:
-            roles = s.get("roles", [])
-            lines.append(f"- `{s.get('name') or 'unnamed'}`: {len(s.get('names', []))} domains "
-                         f"({roles.count('source')} source, {roles.count('target')} target)")
+            by_name.setdefault(s.get("name") or "unnamed", []).append(s)
+        for name, group in by_name.items():
+            if len(group) <= CARD_SPACES:
+                for s in group:
+                    roles = s.get("roles", [])
+                    lines.append(f"- `{name}`: {len(s.get('names', []))} domains "
+                                 f"({roles.count('source')} source, {roles.count('target')} target)")
+                continue
+            # a scenario family: one line, not one per sampled scenario (config.json has them all)
+            k = [len(s.get("names", [])) for s in group]
+            src = [list(s.get("roles", [])).count("source") for s in group]
+            tgt = [list(s.get("roles", [])).count("target") for s in group]
+            lines.append(f"- `{name}`: {len(group)} domain spaces, {min(k)}–{max(k)} domains "
+                         f"({min(src)}–{max(src)} source, {min(tgt)}–{max(tgt)} target); each "
+                         "listed under `provenance.trained_on` in config.json")
     scenario = scenario_record(config)
     if scenario is not None:
         lines += ["", "## Scenario (reward and observation it was trained with)", "",
