@@ -598,3 +598,21 @@ def test_strip_docstrings_on_stdlib_files(rel: str) -> None:
     lines = iter(parsed.text.splitlines(keepends=True))
     comments = [t.string for t in tokenize.generate_tokens(lambda: next(lines, "")) if t.type == tokenize.COMMENT]
     assert comments and all(c in out for c in comments)
+
+
+def test_a_corpus_other_than_the_shipped_one_is_named(caplog, monkeypatch) -> None:
+    """Other package versions build another corpus; the build says the shipped numbers do not
+    apply and how to reproduce them, and stays silent on the shipped corpus or unshipped sizes."""
+    import logging
+
+    from mixagent.data.builtin import build
+
+    monkeypatch.setattr(build, "SHIPPED_CONTENT_HASHES", {("small", 0): "a" * 64})
+    with caplog.at_level(logging.WARNING, logger=build.log.name):
+        build._check_shipped("small", 0, "a" * 64)
+        build._check_shipped("tiny", 0, "b" * 64)
+        assert not caplog.records
+        build._check_shipped("small", 0, "b" * 64)
+    (rec,) = caplog.records
+    assert "bbbbbbbbbbbb" in rec.getMessage() and "aaaaaaaaaaaa" in rec.getMessage()
+    assert "-c constraints.txt" in rec.getMessage()

@@ -56,6 +56,11 @@ FIELDS = (
 _SALT_CANDIDATES = 16
 _MIN_EVAL_SHARE = 0.4  # a domain's held-out text must be at least this share of the expected
 _BUILDER = "mixagent data builtin"  # provenance mark: only directories carrying it are replaced
+#: content hashes of the built-in corpora the shipped results (reports/, trajectories/, policies/)
+#: were measured on, by (size, seed); pinned by constraints.txt with Python 3.11.7
+SHIPPED_CONTENT_HASHES = {
+    ("small", 0): "46c7ca5861fcc4b348f68c69c6ed48cd416d23c313cd4eb75de4214f986c641d",
+}
 
 
 def default_builtin_dir(size: str = "small") -> Path:
@@ -154,6 +159,7 @@ def build_builtin(
     plan = plan_builtin(size, seed)
     content_hash = builtin_content_hash(plan)
     bench_fp = builtin_benchmarks_fingerprint(plan)
+    _check_shipped(size, seed, content_hash)
     if not force and _existing_hash(out) == content_hash:
         if _existing_benchmarks(out) == bench_fp:
             log.info("built-in corpus %s is up to date (content hash %s); reusing it", out, content_hash[:12])
@@ -216,6 +222,20 @@ def build_builtin(
         out, elapsed, len(manifest.domains), ", ".join(f"{k}={v:,}" for k, v in per_field.items()),
     )
     return out
+
+
+def _check_shipped(size: str, seed: int, content_hash: str) -> None:
+    """Say so when this corpus is not the one the shipped results were measured on: the corpus is
+    extracted from installed packages, so other versions give other text, another tokenizer and
+    other env-spec hashes — everything works, but no shipped number or cache entry applies."""
+    shipped = SHIPPED_CONTENT_HASHES.get((size, seed))
+    if shipped is not None and shipped != content_hash:
+        log.warning("the %s built-in corpus here (content hash %s) is not the one the shipped "
+                    "results were measured on (%s): the installed package versions or Python "
+                    "differ from constraints.txt (Python 3.11.7). Reports, headroom numbers and "
+                    "caches in the repository do not apply to it; to reproduce them, install with "
+                    "pip install -e '.[dev]' -c constraints.txt", size, content_hash[:12],
+                    shipped[:12])
 
 
 def _since(t: float) -> float:
