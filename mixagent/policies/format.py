@@ -190,20 +190,18 @@ def render_card(config: dict[str, Any]) -> str:
     spaces = prov.get("trained_on") or []
     if spaces:
         lines += ["", "## Trained on", ""]
-        by_name: dict[str, list[dict[str, Any]]] = {}
+        by_name: dict[str, list[tuple[int, int, int]]] = {}  # (domains, source, target)
         for s in spaces:
-            by_name.setdefault(s.get("name") or "unnamed", []).append(s)
+            roles = list(s.get("roles", []))
+            by_name.setdefault(s.get("name") or "unnamed", []).append(
+                (len(s.get("names", [])), roles.count("source"), roles.count("target")))
         for name, group in by_name.items():
             if len(group) <= CARD_SPACES:
-                for s in group:
-                    roles = s.get("roles", [])
-                    lines.append(f"- `{name}`: {len(s.get('names', []))} domains "
-                                 f"({roles.count('source')} source, {roles.count('target')} target)")
+                lines += [f"- `{name}`: {k} domains ({src} source, {tgt} target)"
+                          for k, src, tgt in group]
                 continue
             # a scenario family: one line, not one per sampled scenario (config.json has them all)
-            k = [len(s.get("names", [])) for s in group]
-            src = [list(s.get("roles", [])).count("source") for s in group]
-            tgt = [list(s.get("roles", [])).count("target") for s in group]
+            k, src, tgt = zip(*group, strict=True)
             lines.append(f"- `{name}`: {len(group)} domain spaces, {min(k)}–{max(k)} domains "
                          f"({min(src)}–{max(src)} source, {min(tgt)}–{max(tgt)} target); each "
                          "listed under `provenance.trained_on` in config.json")
