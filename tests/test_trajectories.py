@@ -217,26 +217,53 @@ def test_resume_after_simulated_kill_reproduces_uninterrupted_run(micro_spec: Pa
     assert card["counts"]["episodes"] == 4 and len(card["compute"]["runs"]) == 2
 
 
+def _collector_with_shards(spec: Path, out: Path, cache: Path, *args: str,
+                           stderr: int) -> subprocess.Popen:
+    """A `mixagent collect` of 400 episodes in a subprocess, once it has written two shards
+    (killed, with the assertion's message, if it ends or stalls before)."""
+    env = {**os.environ, "MIXAGENT_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "mixagent.cli.main", "collect", str(spec), "--out", str(out),
+           "--episodes", "400", "--seed", "3", "--no-progress", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    deadline = time.time() + 180
+    while len(list((out / "shards").glob("episode-*.parquet"))) < 2:
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError("collector ended or stalled before two shards")
+        time.sleep(0.05)
+    return proc
+
+
 def test_resume_after_real_sigkill(micro_spec: Path, tmp_path: Path, micro_cache: Path):
     full, part = tmp_path / "full", tmp_path / "killed"
     _collect(micro_spec, full, 5, seed=3)
-    env = {**os.environ, "MIXAGENT_CACHE": str(micro_cache)}
-    cmd = [sys.executable, "-m", "mixagent.cli.main", "collect", str(micro_spec), "--out",
-           str(part), "--episodes", "400", "--seed", "3", "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while len(list((part / "shards").glob("episode-*.parquet"))) < 2:
-            assert proc.poll() is None and time.time() < deadline, "collector ended too early"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = _collector_with_shards(micro_spec, part, micro_cache, stderr=subprocess.DEVNULL)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     done = len(list((part / "shards").glob("episode-*.parquet")))
     assert 2 <= done < 400
     r = _collect(micro_spec, part, 5, seed=3, resume=True)
     assert sorted(r.skipped + r.collected) == list(range(5))
     _same_rows(full, part, episodes=list(range(5)))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_stops_like_ctrl_c_and_keeps_the_card(micro_spec: Path, tmp_path: Path,
+                                                     micro_cache: Path, workers: str):
+    """`kill PID` (SIGTERM) must not lose the card or the compute record, in process or with
+    Ray in the driver (which installs SIGTERM handlers of its own)."""
+    out = tmp_path / "termed"
+    proc = _collector_with_shards(micro_spec, out, micro_cache, "--workers", workers,
+                                  stderr=subprocess.PIPE)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "a collection stopped early must not look like a finished one"
+    done = len(list((out / "shards").glob("episode-*.parquet")))
+    card = __import__("json").loads((out / "card.json").read_text())
+    assert "SIGTERM received" in err and (out / "README.md").is_file()
+    assert card["counts"]["episodes"] == done and 2 <= done < 400
+    (run,) = card["compute"]["runs"]
+    assert run["episodes_collected"] == done and run["episodes_requested"] == 400
 
 
 def test_loader_reports_corrupt_foreign_and_versioned_shards(micro_spec: Path, tmp_path: Path):

@@ -81,6 +81,7 @@ from mixagent.utils.progress import Progress
 from mixagent.utils.raypool import ActorPool as _ActorPool
 from mixagent.utils.raypool import compile_applied, forwarded_env
 from mixagent.utils.raypool import ensure_ray as _ensure_ray
+from mixagent.utils.signals import terminate_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ class _Collection:
         self._t_ready = time.perf_counter()
         cpu0 = time.process_time()
         wanted = set(todo)
-        with self._bar(len(todo)) as bar:
+        with terminate_as_interrupt(), self._bar(len(todo)) as bar:
             for group in self._groups(todo):
                 if self.config.population == 1:
                     self._on_episode(group[0], worker.run_episode(group[0]), bar)
@@ -378,7 +379,8 @@ class _Collection:
             self.result.setup_seconds = time.perf_counter() - t0
             self._t_ready = time.perf_counter()
             cpu0 = time.process_time()
-            with self._bar(len(todo)) as bar:
+            # after ray.init, which installs its own SIGTERM handler (utils/signals.py says why)
+            with terminate_as_interrupt(), self._bar(len(todo)) as bar:
                 # two items queued per actor: the next episode is waiting when one ends, so a
                 # worker never idles while the driver writes a shard (see ActorPool.run)
                 # tables travel as Arrow IPC bytes (schema.table_to_ipc says why)

@@ -1,0 +1,46 @@
+"""Stopping a long job on SIGTERM the way Ctrl-C stops it.
+
+``kill PID``, a batch scheduler's time limit and ``docker stop`` send SIGTERM. Its default action
+ends the process at once, so no ``finally`` runs: a collection stopped that way keeps its shards
+but loses its card and the record of the compute it spent. In a Ray driver, ``ray.init``
+installs handlers of its own (a native one that prints a stack, a Python one that calls
+``sys.exit``); under them a SIGTERM to a 486-episode family collection left no card, whose
+cleanup takes tens of seconds (a micro collection's took under one and survived). And a job
+started in the background from a script cannot be stopped with SIGINT at all (the shell starts
+it with SIGINT ignored), so SIGTERM is the way a script stops it.
+
+Inside :func:`terminate_as_interrupt`, SIGTERM raises :class:`KeyboardInterrupt` in the main
+thread, so the cleanup written for Ctrl-C runs for it too. Enter it *after* ``ray.init`` (which
+would replace it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while inside; the previous handler is back afterwards
+    (the default action if the previous one was installed outside Python, as Ray's is).
+    Does nothing off the main thread, where Python cannot install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("SIGTERM received: stopping as on Ctrl-C (finished work is kept)")
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
