@@ -110,6 +110,32 @@ def test_shipped_families_load(micro_spec: Path):
                        for terms in t.target_terms or [])
 
 
+def test_repeats_share_a_scenario_and_change_nothing_at_one(family_file: Path, tmp_path: Path):
+    """`repeats: r` runs scenario i in episodes r*i .. r*i+r-1; at 1 (the default) the family's
+    hash and scenarios are those of a family without the key, so old collections resume. The
+    shipped paired family is family-v2 with repeats, nothing else."""
+    from mixagent.envs.family import load_family
+
+    d = yaml.safe_load(family_file.read_text(encoding="utf-8"))
+    one = load_family(family_file)
+    d["family"]["repeats"] = 1
+    explicit = load_family(_write(tmp_path / "one", d))
+    assert explicit.semantic_dump() == one.semantic_dump()
+    assert [explicit.scenario(3, i).id for i in range(6)] == [one.scenario(3, i).id for i in range(6)]
+    d["family"]["repeats"] = 3
+    three = load_family(_write(tmp_path / "three", d))
+    assert three.semantic_dump() != one.semantic_dump()
+    ids = [three.scenario(3, i).id for i in range(9)]
+    assert ids[0:3] == [ids[0]] * 3 and ids[3:6] == [ids[3]] * 3 and len(set(ids)) == 3
+    assert three.scenario(3, 4).spec.model_dump() == one.scenario(3, 1).spec.model_dump()
+    paired = yaml.safe_load((FAMILY_V2.parent / "family-v2-paired.yaml").read_text(encoding="utf-8"))
+    v2 = yaml.safe_load(FAMILY_V2.read_text(encoding="utf-8"))
+    assert paired["family"].pop("repeats") == 4
+    for key in ("name", "description"):
+        paired["family"].pop(key), v2["family"].pop(key)
+    assert paired == v2
+
+
 # -- errors ----------------------------------------------------------------------------------------
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
     *path, last = dotted.split(".")

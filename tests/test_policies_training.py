@@ -265,6 +265,48 @@ def test_bc_ranks_episodes_net_of_their_scenario():
     assert np.array_equal(np.argsort(episode_merit(plain, eps)), np.argsort(returns))
 
 
+def test_bc_ranks_within_repeated_scenarios_where_choices_explain_little():
+    """With scenario effects the recorded choices do not capture (which domains a subset kept),
+    the residual ranking is mostly noise; within repeated scenarios (`repeats`) it is not. Only
+    repeated scenarios are cloned, each one's best episodes, and the validation split keeps a
+    scenario's episodes on one side."""
+    from mixagent.policies.training.data import TransitionData
+    from mixagent.policies.training.offline import _top_episodes, episode_merit, split_by_episode
+
+    rng = np.random.default_rng(1)
+    n_sc, reps = 30, 4
+    hidden = np.repeat(rng.normal(0, 1.0, n_sc), reps)  # scenario effect, not in the choices
+    skill = rng.normal(0, 0.2, n_sc * reps)
+    returns = hidden + skill
+    names = [f"s{i // reps}" for i in range(n_sc * reps)]
+    contexts = [{"target_field": "math"}] * len(names)
+    n_ep = len(names)
+    # one transition per episode, on the main path
+    zeros = (np.zeros((n_ep, 1, 1)), np.zeros((n_ep, 1)), np.ones((n_ep, 1), bool),
+             np.zeros((n_ep, 1)), np.zeros((n_ep, 1)), np.zeros(n_ep), np.zeros((n_ep, 1, 1)),
+             np.zeros((n_ep, 1)), np.zeros(n_ep))
+    data = TransitionData(*zeros, np.arange(n_ep), np.ones(n_ep, bool),
+                          episodes=[str(i) for i in range(n_ep)], returns=returns,
+                          contexts=contexts, scenarios=names)
+    eps = np.arange(n_ep)
+    within = episode_merit(data, eps, "scenario")
+    residual = episode_merit(data, eps, "residual")
+    assert np.corrcoef(within, skill)[0, 1] > 0.8
+    assert np.corrcoef(residual, skill)[0, 1] < 0.5
+    kept = _top_episodes(data, 0.25, "scenario")  # the best of each scenario's four
+    assert sorted(kept.tolist()) == [g * reps + int(np.argmax(returns[g * reps:(g + 1) * reps]))
+                                     for g in range(n_sc)]
+    # a scenario collected once is never cloned; with none repeated, the residual ranking
+    once = TransitionData(*zeros, np.arange(n_ep), np.ones(n_ep, bool), episodes=data.episodes,
+                          returns=returns, contexts=contexts, scenarios=[f"u{i}" for i in eps])
+    assert np.isnan(episode_merit(once, eps, "scenario")).all()
+    assert np.array_equal(_top_episodes(once, 0.5, "scenario"), _top_episodes(once, 0.5, "residual"))
+    train, val = split_by_episode(data, 0.2, 0)
+    val_sc = {names[e] for e in np.unique(val.episode)}
+    assert val_sc and not val_sc & {names[e] for e in np.unique(train.episode)}
+    assert len(np.unique(val.episode)) == 24  # whole scenarios, 20% of the episodes
+
+
 def test_batches_grouped_by_domain_count_change_no_row():
     """Grouped minibatches are padded to their group's largest K only: every row's
     log-likelihood and Q-value equal those of the fully padded batch, and every row is drawn."""

@@ -121,6 +121,10 @@ class FamilySpec(StrictModel):
     domains: DomainChoices = Field(default_factory=DomainChoices)
     cpt: CPTChoices = Field(default_factory=CPTChoices)
     reward: RewardChoices = Field(default_factory=RewardChoices)
+    repeats: int = Field(default=1, ge=1, le=64, description=(
+        "consecutive episodes that share one scenario (episodes r*i .. r*i+r-1 run scenario i, "
+        "each with its own env and explorer seeds), so episodes can be compared within a "
+        "scenario, where only the mixing and the seed differ"))
 
 
 class FamilyFile(StrictModel):
@@ -184,6 +188,8 @@ class ScenarioFamily:
     def semantic_dump(self) -> dict[str, Any]:
         """What decides the sampled scenarios besides the base and the data (for hashes)."""
         dump = self.spec.model_dump(mode="json", exclude={"name", "description", "base"})
+        if dump.get("repeats") == 1:  # left out at 1: families without it keep their hash
+            del dump["repeats"]
         dump["sampler_version"] = SAMPLER_VERSION
         return dump
 
@@ -193,8 +199,10 @@ class ScenarioFamily:
         return self.scenario(seed, index).spec
 
     def scenario(self, seed: int, index: int) -> Scenario:
-        """:meth:`sample` with the scenario's id and the choices drawn."""
-        streams = np.random.SeedSequence([int(seed), int(index), _STREAM]).spawn(len(_DIMENSIONS))
+        """:meth:`sample` with the scenario's id and the choices drawn (``repeats`` consecutive
+        indices draw the same scenario)."""
+        draw = int(index) // self.spec.repeats
+        streams = np.random.SeedSequence([int(seed), draw, _STREAM]).spawn(len(_DIMENSIONS))
         rng = {name: np.random.default_rng(s) for name, s in zip(_DIMENSIONS, streams, strict=True)}
         fam, base = self.spec, self.base
         out = base.model_dump(mode="json")

@@ -57,6 +57,9 @@ class TransitionData:
     # (E,) each episode's scenario choices ({} outside a family): what returns depend on besides
     # the policy, so episodes of different scenarios are ranked by return net of it
     contexts: list[dict[str, Any]] = field(default_factory=list)
+    # (E,) each episode's scenario id ('' outside a family): episodes that share one differ only
+    # in their mixing and seeds, so their returns can be compared directly
+    scenarios: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -66,7 +69,7 @@ class TransitionData:
         return TransitionData(self.dom[idx], self.glob[idx], self.mask[idx], self.actions[idx],
                               self.weights[idx], self.rewards[idx], self.dom2[idx], self.glob2[idx],
                               self.dones[idx], self.episode[idx], self.on_path[idx], self.episodes,
-                              self.returns, self.spaces, self.contexts)
+                              self.returns, self.spaces, self.contexts, self.scenarios)
 
 
 def unflatten(flat: Sequence[float], k: int, features: Sequence[str] | None = None
@@ -267,7 +270,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
     for r in rows:
         by_ep.setdefault(str(r["eps_id"]), []).append(r)
     items: list[tuple[np.ndarray, ...]] = []
-    episodes, returns, spaces, contexts = [], [], {}, []
+    episodes, returns, spaces, contexts, scenarios = [], [], {}, [], []
     h = features.history
     for eid, ep_rows in sorted(by_ep.items()):
         ep_rows.sort(key=lambda r: (int(r["t"]), int(r.get("branch_id", 0))))
@@ -286,6 +289,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
         e_idx = len(episodes)
         episodes.append(eid)
         contexts.append(dict(ep_rows[0].get("scenario_choices") or {}))
+        scenarios.append(str(ep_rows[0].get("scenario") or ""))
         returns.append(float(sum(float(path_rows[t]["rewards"]) for t in steps)))
         for r in ep_rows:
             t = int(r["t"])
@@ -312,7 +316,7 @@ def transitions_from_rows(rows: Iterable[Mapping[str, Any]], features: FeatureSp
         dom2=np.zeros((n, kmax, fd), np.float32), glob2=np.zeros((n, fg), np.float32),
         dones=np.zeros(n, np.float32), episode=np.zeros(n, np.int64), on_path=np.zeros(n, bool),
         episodes=episodes, returns=np.asarray(returns), spaces=list(spaces.values()),
-        contexts=contexts)
+        contexts=contexts, scenarios=scenarios)
     for i, (d, g, a, w, r, d2, g2, done, e, cont) in enumerate(items):
         k = d.shape[0]
         out.dom[i, :k], out.glob[i], out.mask[i, :k] = d, g, True
