@@ -159,6 +159,14 @@ def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
         assert (rec.name, rec.reward, rec.observation) == ("prose-to-math", spec.reward, spec.observation)
         record = evaluation_record(config)
         assert record is not None and record.best_fixed_ratio("prose-to-math") is not None
+    # the demo's default agent: trained on the benchmark-scored family, so the CPT runs are scored
+    # by its base's benchmarks and observe the benchmark scores and alignment features
+    from mixagent.demo import SHIPPED_POLICY
+
+    v2 = load_env_spec(REPO / "envs" / "prose-to-math-v2.yaml")
+    rec = _scenario(DemoConfig(**TINY), read_config(REPO / SHIPPED_POLICY))
+    assert (rec.name, rec.reward, rec.observation) == ("family-v2", v2.reward, v2.observation)
+    assert set(rec.observation.features) == {"alignment", "benchmark_scores"}
     # a scenario given in the config replaces the recorded one
     micro = _scenario(DemoConfig(**TINY, scenario=str(REPO / "envs" / "micro.yaml")), config)
     assert micro.name == "micro" and micro.reward.scale == load_env_spec(REPO / "envs" / "micro.yaml").reward.scale
