@@ -624,8 +624,9 @@ def _readme(card: dict[str, Any]) -> str:
         f"- compute: {comp['transition_seconds']:.1f} s in transitions, {comp['cpu_seconds']:.1f} "
         f"allocated CPU-seconds over {len(comp['runs'])} run(s)",
         (f"- scenario family **{card['env_spec']['name']}**: {len(card['scenarios'])} scenario(s) "
-         "collected, one per episode (the `scenario` column; each scenario's spec, domains and "
-         "env-spec hash under `scenarios` in card.json)") if card["scenario_family"] else
+         "collected, each episode on one of them (the `scenario` column; a family with "
+         "`repeats` runs each several times; each scenario's spec, domains and env-spec hash "
+         "under `scenarios` in card.json)") if card["scenario_family"] else
         f"- domains ({len(card['domain_names'])}): {', '.join(card['domain_names'])}",
         "",
         "Load with `mixagent.trajectories.load(\"<this folder>\")`; summarise with "
