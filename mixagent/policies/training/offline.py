@@ -122,6 +122,17 @@ class OfflineResult:
     seconds: float = 0.0
 
 
+def _repeated_scenarios(data: TransitionData, episodes: np.ndarray) -> list[np.ndarray]:
+    """Positions in ``episodes`` of each scenario that occurs more than once among them
+    (a family collected with ``repeats``); episodes outside a family have no scenario."""
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(episodes):
+        name = data.scenarios[int(e)] if data.scenarios else ""
+        if name:
+            groups.setdefault(name, []).append(i)
+    return [np.asarray(g) for g in groups.values() if len(g) > 1]
+
+
 def split_by_episode(data: TransitionData, val_fraction: float, seed: int
                      ) -> tuple[TransitionData, TransitionData | None]:
     """Train/validation split by episode (a seeded permutation of episode indices).
@@ -134,12 +145,12 @@ def split_by_episode(data: TransitionData, val_fraction: float, seed: int
     if n_val == 0 or n_ep - n_val < 1:
         return data.subset(np.arange(len(data))), None
     val_eps = np.zeros(n_ep, bool)
-    names = [s or f"\0{i}" for i, s in enumerate(data.scenarios)] if data.scenarios else []
-    if len(set(names)) < len(names):  # some scenario repeats: split by scenario
-        groups: dict[str, list[int]] = {}
-        for i, name in enumerate(names):
-            groups.setdefault(name, []).append(i)
-        order = list(groups.values())
+    repeated = _repeated_scenarios(data, np.arange(n_ep))
+    if repeated:  # split by scenario; an unrepeated episode is a group of its own
+        grouped = np.zeros(n_ep, bool)
+        for g in repeated:
+            grouped[g] = True
+        order = repeated + [np.asarray([i]) for i in np.flatnonzero(~grouped)]
         taken = 0
         for g in np.random.default_rng(seed).permutation(len(order)):
             if taken >= n_val or n_ep - taken - len(order[g]) < 1:
@@ -220,12 +231,9 @@ def episode_merit(data: TransitionData, episodes: np.ndarray, rank: str = "resid
     scenario only the mixing and the seeds differ (seed sd ~0.01–0.05 units)."""
     rets = data.returns[episodes].astype(np.float64)
     if rank == "scenario":
-        names = [data.scenarios[int(e)] if data.scenarios else "" for e in episodes]
         out = np.full(len(rets), np.nan)
-        for name in set(names):
-            idx = [i for i, n in enumerate(names) if n == name]
-            if len(idx) > 1:
-                out[idx] = rets[idx] - rets[idx].mean()
+        for idx in _repeated_scenarios(data, episodes):
+            out[idx] = rets[idx] - rets[idx].mean()
         return out
     if rank == "return" or not data.contexts:
         return rets
@@ -245,15 +253,14 @@ def _top_episodes(data: TransitionData, quantile: float, rank: str = "residual")
     present = np.unique(data.episode)
     rets = episode_merit(data, present, rank)
     if rank == "scenario":
-        if np.isnan(rets).all():
+        repeated = _repeated_scenarios(data, present)
+        if not repeated:
             log.warning("bc_rank: scenario, but no scenario occurs twice among these %d "
                         "episodes (collect with a family's `repeats`); ranking by residual",
                         len(present))
             return _top_episodes(data, quantile, "residual")
-        names = np.asarray([data.scenarios[int(e)] for e in present])
         keep_eps: list[int] = []
-        for name in np.unique(names[~np.isnan(rets)]):
-            grp = np.flatnonzero(names == name)
+        for grp in repeated:
             cut = np.quantile(rets[grp], 1.0 - quantile) if quantile < 1 else -np.inf
             keep_eps += present[grp[rets[grp] >= cut]].tolist()
         keep = set(keep_eps)
