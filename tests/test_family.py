@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -234,6 +235,43 @@ def test_family_collection_records_scenarios_and_resumes_exactly(family_file: Pa
     changed = _write(tmp_path / "changed", d)
     with pytest.raises(TrajectoryError, match=r"holds a different collection.*env_spec_hash"):
         collect(env_spec=str(changed), out=str(part), episodes=3, resume=True, **cfg)
+
+
+def test_collections_of_different_families_load_as_one_set_of_scenarios(
+        family_file: Path, micro_spec: Path, tmp_path: Path):
+    """A family collected plainly and again with `repeats` (different family hashes) train one
+    agent together: every row keeps its own scenario, the repeated scenario groups only its own
+    episodes, and held-out selection learns of both families. A plain collection beside a family,
+    or a hash asked for, is still refused."""
+    from mixagent.policies.features import FeatureSpec
+    from mixagent.policies.training.data import read_trajectories, transitions_from_rows
+    from mixagent.policies.training.offline import _repeated_scenarios
+
+    d = yaml.safe_load(family_file.read_text(encoding="utf-8"))
+    d["family"]["repeats"] = 2
+    paired = _write(tmp_path / "paired-family", d)
+    plain, rep, spec = tmp_path / "plain", tmp_path / "rep", tmp_path / "spec"
+    collect(env_spec=str(family_file), out=str(plain), episodes=1, seed=2, progress=False)
+    collect(env_spec=str(paired), out=str(rep), episodes=2, seed=3, progress=False)
+    hashes = [json.loads((c / "collection.json").read_text())["env_spec_hash"] for c in (plain, rep)]
+    assert hashes[0] != hashes[1]
+
+    both = load([plain, rep]).to_pandas()
+    assert sorted(both.groupby("eps_id").scenario.first().value_counts().tolist()) == [1, 2]
+    rows, meta = read_trajectories([plain, rep])
+    assert [f["seed"] for f in meta["families"]] == [2, 3]
+    assert [len(f["scenario_ids"]) for f in meta["families"]] == [1, 1]
+    data = transitions_from_rows(rows, FeatureSpec(), meta["action_scale"], meta["action_floor"])
+    groups = _repeated_scenarios(data, np.arange(len(data.episodes)))
+    assert len(groups) == 1 and len(groups[0]) == 2
+    assert {data.episodes[i].split("-")[0] for i in groups[0]} == {
+        json.loads((rep / "collection.json").read_text())["collection_id"]}
+
+    collect(env_spec=str(micro_spec), out=str(spec), episodes=1, seed=0, progress=False)
+    with pytest.raises(TrajectoryError, match="allow_foreign"):
+        load([plain, spec])
+    with pytest.raises(TrajectoryError, match="allow_foreign"):
+        load([plain, rep], env_spec_hash=hashes[0])
 
 
 def test_scenarios_share_one_base_and_reuse_environments(micro_spec: Path, tmp_path: Path,

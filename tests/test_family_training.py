@@ -175,7 +175,15 @@ def test_learning_curve_from_selected_policies(family_traj: Path, tmp_path: Path
         train_policy(cfg, tmp_path / name, progress=False)
         return tmp_path / name
 
-    full, part = train("full", 1.0), train("part", 0.34)
+    full = train("full", 1.0)
+    hp = {"bc_steps": 4, "batch_size": 8, "eval_every": 2, "val_fraction": 0.0, "network": {"hidden": 8},
+          "selection": {"scenarios": 1, "seeds": [0]}}
+    (tmp_path / "part.yaml").write_text(json.dumps(hp), encoding="utf-8")
+    part = tmp_path / "part"  # the point of a share, by the CLI flag beside the same config
+    res = CliRunner().invoke(app, ["train", str(family_traj), "--algo", "bc", "--config",
+                                   str(tmp_path / "part.yaml"), "--data-fraction", "0.34",
+                                   "--out", str(part), "--no-progress"])
+    assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["policy", "curve", str(full), str(part), "--out",
                                    str(tmp_path / "curve")])
     assert res.exit_code == 0, res.output

@@ -271,7 +271,12 @@ def test_bc_ranks_within_repeated_scenarios_where_choices_explain_little():
     repeated scenarios are cloned, each one's best episodes, and the validation split keeps a
     scenario's episodes on one side."""
     from mixagent.policies.training.data import TransitionData
-    from mixagent.policies.training.offline import _top_episodes, episode_merit, split_by_episode
+    from mixagent.policies.training.offline import (
+        _top_episodes,
+        episode_merit,
+        episode_prefix,
+        split_by_episode,
+    )
 
     rng = np.random.default_rng(1)
     n_sc, reps = 30, 4
@@ -305,6 +310,10 @@ def test_bc_ranks_within_repeated_scenarios_where_choices_explain_little():
     val_sc = {names[e] for e in np.unique(val.episode)}
     assert val_sc and not val_sc & {names[e] for e in np.unique(train.episode)}
     assert len(np.unique(val.episode)) == 24  # whole scenarios, 20% of the episodes
+    # a learning curve's share keeps scenarios whole too, nested across shares
+    quarter, half = (np.unique(episode_prefix(data, f, 3).episode) for f in (0.25, 0.5))
+    assert len(quarter) == 32 and len(half) == 60 and set(quarter) <= set(half)
+    assert all(np.isin(np.flatnonzero(np.isin(names, [names[e]])), quarter).all() for e in quarter)
 
 
 def test_batches_grouped_by_domain_count_change_no_row():

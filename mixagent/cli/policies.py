@@ -52,6 +52,9 @@ def train(
                                               help="The env's action.scale (default: from the data, else 3)."),
     floor: float | None = typer.Option(None, "--floor", help="Least weight per domain when acting "
                                        "(default: the env's action.floor, else 0)."),
+    data_fraction: float | None = typer.Option(
+        None, "--data-fraction", help="Train on this nested share of the training episodes (a "
+        "learning-curve point, e.g. 0.25 beside the same --config at 1.0)."),
     name: str | None = typer.Option(None, "--name", help="Name in the card (default: the folder name)."),
     threads: int = typer.Option(1, "--threads", help="torch threads for training."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: on a terminal; log lines otherwise)."),
@@ -74,7 +77,7 @@ def train(
     hp = _yaml_overrides(config)
     hp["seed"] = seed
     for key, value in (("bc_steps", bc_steps), ("cql_steps", cql_steps), ("action_scale", action_scale),
-                       ("floor", floor)):
+                       ("floor", floor), ("data_fraction", data_fraction)):
         if value is not None:
             hp[key] = value
     cfg = validate_config(TrainConfig, {"algo": algo, "trajectories": [str(p) for p in traj_dirs],

@@ -3,7 +3,10 @@
 Every shard is validated on read (schema tag, columns, env-spec and config hash, episode
 structure). A bad shard is an error that names its path, unless ``skip_bad=True`` — then it is
 skipped with a warning that names it. Trajectories of another env spec are refused unless
-``allow_foreign=True``: mixing MDPs silently would corrupt any policy trained on them.
+``allow_foreign=True``: mixing MDPs silently would corrupt any policy trained on them. Scenario-
+family collections are the exception: their rows name their own scenario (``scenario``, and the
+scenario's ``env_spec_hash``), so several families — e.g. one family collected plainly and again
+with ``repeats`` — load side by side as one larger set of scenarios, and nothing is mixed silently.
 """
 
 from __future__ import annotations
@@ -159,7 +162,8 @@ def load(paths: str | Path | Sequence[str | Path], *, env_spec_hash: str | None 
         env_spec_hash / env_spec: refuse trajectories of any other env spec (``env_spec`` is a
             spec path or :class:`~mixagent.envs.spec.EnvSpec`, resolved to its hash — cheap).
         allow_foreign: accept collections whose env-spec hashes differ from each other or from
-            the one asked for (a warning names them).
+            the one asked for (a warning names them). Not needed for several scenario-family
+            collections (each row names its scenario), unless a hash is asked for.
         skip_bad: skip shards that fail validation with a warning naming each, instead of
             raising :class:`~mixagent.trajectories.storage.TrajectoryError`.
     """
@@ -173,12 +177,17 @@ def load(paths: str | Path | Sequence[str | Path], *, env_spec_hash: str | None 
         env_spec_hash = hash_of_spec_file(env_spec)
     tables, cards, bad = [], [], []
     wanted = env_spec_hash
-    for root in (Path(p) for p in paths):
-        coll = read_collection(root)
+    roots = [Path(p) for p in paths]
+    colls = [read_collection(root) for root in roots]
+    families = env_spec_hash is None and all(c.get("scenario_family") for c in colls)
+    for root, coll in zip(roots, colls, strict=True):
         spec_hash = coll["env_spec_hash"]
         if wanted is None:
             wanted = spec_hash
-        if spec_hash != wanted:
+        if spec_hash != wanted and families:
+            log.info("%s: scenario family %s (hash %s) loaded beside %s; its rows name their own "
+                     "scenarios", root, coll.get("env_spec_name", "?"), spec_hash, wanted)
+        elif spec_hash != wanted:
             msg = (f"{root}: trajectories of env spec hash {spec_hash}, expected {wanted} "
                    f"(a different scenario or data)")
             if not allow_foreign:

@@ -166,9 +166,29 @@ def split_by_episode(data: TransitionData, val_fraction: float, seed: int
 
 def episode_prefix(data: TransitionData, fraction: float, seed: int) -> TransitionData:
     """The transitions of the first ``fraction`` of ``data``'s episodes in a seeded permutation
-    (at least one episode): nested across fractions for one seed."""
+    (at least one episode): nested across fractions for one seed.
+
+    A scenario collected several times (``repeats``) is taken whole, in the permutation's order
+    of groups: a random quarter of single episodes would leave most scenarios with one episode,
+    which ``bc_rank: scenario`` cannot rank, so the curve would measure the lost pairing, not
+    the data. The share is then reached to within one scenario's episodes."""
     eps = np.unique(data.episode)
-    keep = np.random.default_rng([seed, 1]).permutation(eps)[:max(1, round(fraction * eps.size))]
+    want = max(1, round(fraction * eps.size))
+    rng = np.random.default_rng([seed, 1])
+    repeated = _repeated_scenarios(data, eps)
+    if not repeated:
+        keep = rng.permutation(eps)[:want]
+    else:
+        grouped = np.zeros(eps.size, bool)
+        for g in repeated:
+            grouped[g] = True
+        order = repeated + [np.asarray([i]) for i in np.flatnonzero(~grouped)]
+        taken: list[int] = []
+        for g in rng.permutation(len(order)):
+            if len(taken) >= want:
+                break
+            taken += eps[order[g]].tolist()
+        keep = np.asarray(taken)
     return data.subset(np.flatnonzero(np.isin(data.episode, keep)))
 
 
