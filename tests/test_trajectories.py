@@ -266,6 +266,28 @@ def test_sigterm_stops_like_ctrl_c_and_keeps_the_card(micro_spec: Path, tmp_path
     assert run["episodes_collected"] == done and run["episodes_requested"] == 400
 
 
+def test_a_second_sigterm_lets_the_card_finish(micro_spec: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture):
+    """A SIGTERM that arrives while the card is written (the second `kill` of an impatient
+    user or scheduler) is logged, and the card is still written; afterwards SIGTERM means
+    what it meant before."""
+    import mixagent.trajectories.collection as collection
+
+    real = collection.build_card
+
+    def build_card_under_fire(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "build_card", build_card_under_fire)
+    before = signal.getsignal(signal.SIGTERM)
+    r = _collect(micro_spec, tmp_path / "c", 1, seed=0)
+    assert r.collected == [0] and (tmp_path / "c" / "card.json").is_file()
+    assert "SIGTERM received while writing the dataset card" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_loader_reports_corrupt_foreign_and_versioned_shards(micro_spec: Path, tmp_path: Path):
     a, b = tmp_path / "a", tmp_path / "b"
     _collect(micro_spec, a, 3, seed=0)

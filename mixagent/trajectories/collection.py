@@ -81,7 +81,7 @@ from mixagent.utils.progress import Progress
 from mixagent.utils.raypool import ActorPool as _ActorPool
 from mixagent.utils.raypool import compile_applied, forwarded_env
 from mixagent.utils.raypool import ensure_ray as _ensure_ray
-from mixagent.utils.signals import terminate_as_interrupt
+from mixagent.utils.signals import sigterm_deferred, terminate_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -409,9 +409,10 @@ class _Collection:
     # -- card --------------------------------------------------------------------------------------
     def _write_card(self) -> None:
         try:
-            card, readme = build_card(self.out, self._collection_record(), self.resolved,
-                                      self.config, self.result, self.family)
-            write_card(self.out, card, readme)
+            with sigterm_deferred("writing the dataset card"):
+                card, readme = build_card(self.out, self._collection_record(), self.resolved,
+                                          self.config, self.result, self.family)
+                write_card(self.out, card, readme)
         except Exception as err:  # the card must never hide the collection's own error
             log.warning("could not write the dataset card of %s: %s", self.out, err)
 

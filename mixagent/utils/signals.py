@@ -11,7 +11,10 @@ it with SIGINT ignored), so SIGTERM is the way a script stops it.
 
 Inside :func:`terminate_as_interrupt`, SIGTERM raises :class:`KeyboardInterrupt` in the main
 thread, so the cleanup written for Ctrl-C runs for it too. Enter it *after* ``ray.init`` (which
-would replace it).
+would replace it). The cleanup itself runs inside :func:`sigterm_deferred`: a second ``kill``
+while the card of a large collection is written (tens of seconds) would otherwise end the
+process half-way and lose the card after all; there SIGTERM is logged and the cleanup finishes.
+SIGKILL still stops it at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,25 @@ def terminate_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         log.warning("SIGTERM received: stopping as on Ctrl-C (finished work is kept)")
         raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def sigterm_deferred(what: str) -> Iterator[None]:
+    """SIGTERM is logged, not obeyed, while inside: for short cleanup that must finish (``what``
+    names it in the log). The previous handler is back afterwards. Does nothing off the main
+    thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("SIGTERM received while %s: finishing that first (SIGKILL stops at once)", what)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
