@@ -133,6 +133,17 @@ def _repeated_scenarios(data: TransitionData, episodes: np.ndarray) -> list[np.n
     return [np.asarray(g) for g in groups.values() if len(g) > 1]
 
 
+def _scenario_groups(data: TransitionData, episodes: np.ndarray) -> list[np.ndarray]:
+    """Positions in ``episodes`` in the groups a split or a share takes whole: each repeated
+    scenario, then every other episode on its own (in order, so without repeats a seeded
+    permutation of the groups is one of the episodes)."""
+    repeated = _repeated_scenarios(data, episodes)
+    grouped = np.zeros(len(episodes), bool)
+    for g in repeated:
+        grouped[g] = True
+    return repeated + [np.asarray([i]) for i in np.flatnonzero(~grouped)]
+
+
 def split_by_episode(data: TransitionData, val_fraction: float, seed: int
                      ) -> tuple[TransitionData, TransitionData | None]:
     """Train/validation split by episode (a seeded permutation of episode indices).
@@ -145,21 +156,13 @@ def split_by_episode(data: TransitionData, val_fraction: float, seed: int
     if n_val == 0 or n_ep - n_val < 1:
         return data.subset(np.arange(len(data))), None
     val_eps = np.zeros(n_ep, bool)
-    repeated = _repeated_scenarios(data, np.arange(n_ep))
-    if repeated:  # split by scenario; an unrepeated episode is a group of its own
-        grouped = np.zeros(n_ep, bool)
-        for g in repeated:
-            grouped[g] = True
-        order = repeated + [np.asarray([i]) for i in np.flatnonzero(~grouped)]
-        taken = 0
-        for g in np.random.default_rng(seed).permutation(len(order)):
-            if taken >= n_val or n_ep - taken - len(order[g]) < 1:
-                break
-            val_eps[order[g]] = True
-            taken += len(order[g])
-    else:
-        perm = np.random.default_rng(seed).permutation(n_ep)
-        val_eps[perm[:n_val]] = True
+    order = _scenario_groups(data, np.arange(n_ep))
+    taken = 0
+    for g in np.random.default_rng(seed).permutation(len(order)):
+        if taken >= n_val or n_ep - taken - len(order[g]) < 1:
+            break
+        val_eps[order[g]] = True
+        taken += len(order[g])
     is_val = val_eps[data.episode]
     return data.subset(np.flatnonzero(~is_val)), data.subset(np.flatnonzero(is_val))
 
@@ -174,21 +177,13 @@ def episode_prefix(data: TransitionData, fraction: float, seed: int) -> Transiti
     the data. The share is then reached to within one scenario's episodes."""
     eps = np.unique(data.episode)
     want = max(1, round(fraction * eps.size))
-    rng = np.random.default_rng([seed, 1])
-    repeated = _repeated_scenarios(data, eps)
-    if not repeated:
-        keep = rng.permutation(eps)[:want]
-    else:
-        grouped = np.zeros(eps.size, bool)
-        for g in repeated:
-            grouped[g] = True
-        order = repeated + [np.asarray([i]) for i in np.flatnonzero(~grouped)]
-        taken: list[int] = []
-        for g in rng.permutation(len(order)):
-            if len(taken) >= want:
-                break
-            taken += eps[order[g]].tolist()
-        keep = np.asarray(taken)
+    order = _scenario_groups(data, eps)
+    taken: list[int] = []
+    for g in np.random.default_rng([seed, 1]).permutation(len(order)):
+        if len(taken) >= want:
+            break
+        taken += eps[order[g]].tolist()
+    keep = np.asarray(taken)
     return data.subset(np.flatnonzero(np.isin(data.episode, keep)))
 
 
