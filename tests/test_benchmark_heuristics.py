@@ -103,6 +103,23 @@ def test_a_domain_with_higher_target_alignment_gets_more_weight():
     assert w[1] > w[2] > w[0]
 
 
+def test_holding_field_shares_tilts_only_within_each_field():
+    p = resolve_policy("baseline:alignment?beta=30&hold_field_shares=true")
+    p.reset(SPACE, 0)
+    w = p.act(obs(A1))
+    s = 0.5 * np.array(A1)[:, 0] + 0.5 * np.array(A1)[:, 1]
+    # the prior (uniform) gives the source field 2/3 and the target 1/3, whatever the alignment
+    np.testing.assert_allclose(w, [*(2 / 3 * softmax(30.0 * s[:2])), 1 / 3], rtol=1e-6)
+    # the unheld rule at the same beta moves weight across fields (here onto the target domain)
+    q = resolve_policy("baseline:alignment?beta=30")
+    q.reset(SPACE, 0)
+    assert q.act(obs(A1))[2] > 0.5
+    # with a tokens prior, the fields keep the tokens' shares
+    r = resolve_policy("baseline:alignment?beta=30&hold_field_shares=true&initial=tokens")
+    r.reset(SPACE, 0)
+    np.testing.assert_allclose(r.act(obs(A1))[:2].sum(), 0.8, rtol=1e-9)
+
+
 def test_alignment_state_round_trip_keeps_the_estimates():
     p = resolve_policy("baseline:alignment")
     p.reset(SPACE, 0)

@@ -43,6 +43,10 @@ def collect(
     explorer: list[str] = typer.Option(["random_walk"], "--explorer", "-e",
                                        help="Explorer spec (repeatable: SPEC@SHARE mixes them per "
                                        "episode)."),
+    explorer_order: str = typer.Option("draw", "--explorer-order",
+                                       help="draw: each episode draws an explorer by share; cycle: "
+                                       "episode i uses the (i mod n)-th --explorer (with a family's "
+                                       "repeats = n, every scenario runs each explorer once)."),
     branch: int = typer.Option(1, "--branch", "-k", min=1, max=64,
                                help="Try K actions from a snapshot at every step (K transitions per "
                                "step), then continue from one of them."),
@@ -92,7 +96,7 @@ def collect(
 
     cfg = validate_config(CollectConfig, {
         "env_spec": str(env_spec), "out": str(out), "episodes": episodes, "workers": workers,
-        "explorers": list(explorer),
+        "explorers": list(explorer), "explorer_order": explorer_order,
         "branch": {"k": branch, "select": branch_select, "alternatives": branch_alternatives,
                    "batched": branch_batched},
         "seed": seed, "resume": resume, "cpus_per_worker": cpus_per_worker,

@@ -125,6 +125,10 @@ class FamilySpec(StrictModel):
         "consecutive episodes that share one scenario (episodes r*i .. r*i+r-1 run scenario i, "
         "each with its own env and explorer seeds), so episodes can be compared within a "
         "scenario, where only the mixing and the seed differ"))
+    repeat_seeds: Literal["own", "shared"] = Field(default="own", description=(
+        "shared: a scenario's repeats also share the env seed (its data order), so they differ "
+        "in the mixing alone -- common random numbers for comparing explorers; own: each repeat "
+        "has its own env seed"))
 
 
 class FamilyFile(StrictModel):
@@ -190,6 +194,8 @@ class ScenarioFamily:
         dump = self.spec.model_dump(mode="json", exclude={"name", "description", "base"})
         if dump.get("repeats") == 1:  # left out at 1: families without it keep their hash
             del dump["repeats"]
+        if dump.get("repeat_seeds") == "own":  # likewise
+            del dump["repeat_seeds"]
         dump["sampler_version"] = SAMPLER_VERSION
         return dump
 
@@ -197,6 +203,12 @@ class ScenarioFamily:
     def sample(self, seed: int, index: int) -> EnvSpec:
         """The env spec of episode ``index`` of a collection seeded ``seed`` (pure)."""
         return self.scenario(seed, index).spec
+
+    def env_seed_index(self, index: int) -> int:
+        """The episode index whose env seed episode ``index`` uses: its own, or with
+        ``repeat_seeds: shared`` the first repeat of its scenario's."""
+        index = int(index)
+        return index - index % self.spec.repeats if self.spec.repeat_seeds == "shared" else index
 
     def scenario(self, seed: int, index: int) -> Scenario:
         """:meth:`sample` with the scenario's id and the choices drawn (``repeats`` consecutive

@@ -85,6 +85,9 @@ class AlignmentParams(OnlineParams):
     smoothing: float = Field(default=0.5, ge=0, lt=1,
                              description="moving average of the alignment across decisions")
     source_weight: float | None = _SOURCE_WEIGHT
+    hold_field_shares: bool = Field(
+        default=False, description="keep each field's share of the mixture at the prior's and "
+        "re-weight only within each field (exp(beta*alignment) normalised per field)")
 
 
 @register_policy
@@ -105,6 +108,14 @@ class AlignmentHeuristic(_FieldWeight, OnlineReweighter):
     re-derived from the prior each decision rather than accumulated multiplicatively (a
     cumulative update over tens of decisions would run to a corner at any fixed step size, and
     DoGE only uses its average weights anyway); the rule acts online.
+
+    ``hold_field_shares=true``: the tilt acts within each field only — each field keeps the
+    prior's share of the mixture (the source share of uniform, say) and its domains share it
+    ∝ ``prior_i · exp(β·s̄_i)``. Why: at large β the global rule can put most of the mixture on
+    one target domain and starve the source field (the source share fell to 0.30 where uniform
+    keeps 0.5, and the source score with it), while which domains *within* a field serve the
+    benchmarks is where the alignment signal is informative. The cosines of two fields' domains
+    are not compared with each other at all in this mode.
 
     Defaults, fixed a priori: ``β = 3`` — the env's default action map is ``softmax(3·a)`` with
     ``a ∈ [−1, 1]``, so with cosines in the action's place the heuristic spans exactly the range of
@@ -136,7 +147,15 @@ class AlignmentHeuristic(_FieldWeight, OnlineReweighter):
         rho = self.params.smoothing
         self.score = s if self.t == 1 else rho * self.score + (1.0 - rho) * s
         z = np.log(np.maximum(self.prior, 1e-300)) + self.params.beta * self.score
-        p = np.exp(z - z.max())
+        if self.params.hold_field_shares:
+            assert self.space is not None
+            p = np.zeros_like(z)
+            for members in (self.space.is_target, ~self.space.is_target):
+                if members.any():
+                    e = np.exp(z[members] - z[members].max())
+                    p[members] = self.prior[members].sum() * e / e.sum()
+        else:
+            p = np.exp(z - z.max())
         self.weights = p / p.sum()
         self._train_losses = None
         return self.weights.copy()

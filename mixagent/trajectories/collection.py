@@ -36,7 +36,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +101,10 @@ class CollectConfig(StrictModel):
     workers: int = Field(default=1, ge=1, description="1: in this process, no Ray; else Ray actors")
     explorers: list[str] = Field(default_factory=lambda: ["random_walk"],
                                  description="explorer specs, 'spec@share' to mix per episode")
+    explorer_order: Literal["draw", "cycle"] = Field(
+        default="draw", description="draw: each episode draws its explorer by share from its own "
+        "seed; cycle: episode i uses the (i mod n)-th explorer, shares ignored -- with a family's "
+        "`repeats` equal to the explorer count, each scenario runs every explorer once")
     branch: BranchConfig = Field(default_factory=BranchConfig)
     seed: int = Field(default=0, ge=0)
     resume: bool = False
@@ -198,7 +202,7 @@ class _Collection:
         spec = self.resolved.spec
         self.identity = CollectionIdentity(
             env_spec_hash=self.spec_hash, explorers=[f"{c.spec}@{c.weight:g}" for c in choices],
-            seed=config.seed, branch=_batching_identity(config))
+            seed=config.seed, branch=_batching_identity(config), explorer_order=config.explorer_order)
         self.config_hash = self.identity.config_hash
         self.collection_id = self.config_hash[:8]
         threads = config.threads_per_worker or max(1, int(config.cpus_per_worker))
@@ -207,6 +211,7 @@ class _Collection:
             env_spec=spec.model_dump(mode="json"), spec_origin=spec.origin,
             spec_root=str(spec.root), spec_hash=self.spec_hash, collection_hash=self.config_hash,
             collection_id=self.collection_id, explorers=[(c.spec, c.weight) for c in choices],
+            explorer_order=config.explorer_order,
             seed=config.seed, branch=config.branch, threads=threads, env_vars=env_vars,
             fault=config.fault, env_cache=config.env_cache, population=config.population,
             family=self.family.to_dict() if self.family is not None else None)
@@ -620,7 +625,12 @@ def _readme(card: dict[str, Any]) -> str:
         "branch alternatives)",
         f"- explorers: {', '.join(f'{k} ({v} episodes)' for k, v in card['explorers'].items()) or 'n/a'}",
         f"- branching: {ident['branch']}",
-        f"- seed: {ident['seed']}; episode i's seeds derive from (seed, i) only",
+        f"- seed: {ident['seed']}; episode i's seeds derive from (seed, i) only"
+        + ("; a scenario's repeats share the first repeat's env seed (`repeat_seeds: shared`)"
+           if ((card["env_spec"].get("family") or {}).get("family") or {}).get("repeat_seeds")
+           == "shared" else "")
+        + ("; episode i runs the (i mod n)-th explorer (`--explorer-order cycle`)"
+           if ident.get("explorer_order") == "cycle" else ""),
         f"- episode return (continued path): {ret_line}",
         f"- compute: {comp['transition_seconds']:.1f} s in transitions, {comp['cpu_seconds']:.1f} "
         f"allocated CPU-seconds over {len(comp['runs'])} run(s)",

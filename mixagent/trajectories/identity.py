@@ -96,6 +96,7 @@ class CollectionIdentity(StrictModel):
     explorers: list[str]
     seed: int
     branch: dict[str, Any]
+    explorer_order: str = "draw"
 
     @property
     def config_hash(self) -> str:
@@ -103,7 +104,10 @@ class CollectionIdentity(StrictModel):
 
     @property
     def config_hash_full(self) -> str:
-        return sha256_json(self.model_dump(mode="json"))
+        dump = self.model_dump(mode="json")
+        if dump["explorer_order"] == "draw":  # left out at its default: older collections resume
+            del dump["explorer_order"]
+        return sha256_json(dump)
 
 
 # -- scenario families ------------------------------------------------------------------------------

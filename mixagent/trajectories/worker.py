@@ -8,7 +8,9 @@ filesystem, and there is a single writer per collection.
 Determinism: everything random in episode ``i`` — the env's reset seed (its data order), the
 explorer's seed, the branch choices, the explorer drawn for the episode — comes from
 ``SeedSequence([collection seed, i])``, never from the worker or the time, so a retried, resumed
-or redistributed episode produces the same rows (wall-time columns aside).
+or redistributed episode produces the same rows (wall-time columns aside). In a family with
+``repeat_seeds: shared`` the env seed is the first repeat's of the scenario (the others still
+episode ``i``'s own), so a scenario's repeats differ in their mixing alone.
 
 Scenario families: the worker samples episode ``i``'s scenario itself
 (:meth:`~mixagent.envs.family.ScenarioFamily.scenario` of (collection seed, ``i``), pure) and
@@ -28,7 +30,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ class WorkerConfig(StrictModel):
     collection_hash: str
     collection_id: str
     explorers: list[tuple[str, float]]
+    explorer_order: str = Field(default="draw", description="draw (by share) or cycle (i mod n)")
     seed: int
     branch: BranchConfig
     threads: int | None = Field(default=None, description="torch threads; None: leave as is")
@@ -250,6 +253,21 @@ class EpisodeWorker(PoolWorker):
 
         return np.asarray(flatten(self._space, obs), dtype=np.float32).tolist()
 
+    def _seeds(self, episode: int) -> EpisodeSeeds:
+        """Episode ``episode``'s seeds; in a family with ``repeat_seeds: shared`` the env seed is
+        the first repeat's, so a scenario's repeats see one data order (common random numbers)."""
+        seeds = episode_seeds(self.cfg.seed, episode)
+        if self.family is None:
+            return seeds
+        first = self.family.env_seed_index(episode)
+        return seeds if first == episode else replace(seeds, env=episode_seeds(self.cfg.seed, first).env)
+
+    def _explorer_spec(self, episode: int, seeds: EpisodeSeeds) -> str:
+        """Which explorer runs episode ``episode``: drawn by share from its seed, or in turn."""
+        if self.cfg.explorer_order == "cycle":
+            return self.choices[episode % len(self.choices)].spec
+        return choose_explorer(self.choices, np.random.default_rng(seeds.choice))
+
     def run_episode(self, episode: int) -> Any:
         """Collect episode ``episode``; returns its rows as a ``pyarrow.Table`` (one shard)."""
         from mixagent.envs.actions import action_from_weights
@@ -259,8 +277,8 @@ class EpisodeWorker(PoolWorker):
         if self.family is not None:
             self._use_scenario(episode)
         cfg, env = self.cfg, self.env
-        seeds = episode_seeds(cfg.seed, episode)
-        explorer = self._explorer(choose_explorer(self.choices, np.random.default_rng(seeds.choice)))
+        seeds = self._seeds(episode)
+        explorer = self._explorer(self._explorer_spec(episode, seeds))
         obs, info = env.reset(seed=seeds.env)
         self._reset_explorer(explorer, seeds.explorer)
         branch_rng = np.random.default_rng(seeds.branch)
@@ -388,10 +406,10 @@ class EpisodeWorker(PoolWorker):
         from mixagent.trajectories.schema import rows_to_table
 
         cfg, env = self.cfg, self.env
-        seeds = [episode_seeds(cfg.seed, ep) for ep in group]
+        seeds = [self._seeds(ep) for ep in group]
         explorers = []
-        for j, s in enumerate(seeds):
-            spec = choose_explorer(self.choices, np.random.default_rng(s.choice))
+        for j, (ep, s) in enumerate(zip(group, seeds, strict=True)):
+            spec = self._explorer_spec(ep, s)
             if (spec, j) not in self._member_explorers:
                 self._member_explorers[(spec, j)] = self._make_explorer(spec)
             explorers.append(self._member_explorers[(spec, j)])
