@@ -118,6 +118,13 @@ def test_holding_field_shares_tilts_only_within_each_field():
     r = resolve_policy("baseline:alignment?beta=30&hold_field_shares=true&initial=tokens")
     r.reset(SPACE, 0)
     np.testing.assert_allclose(r.act(obs(A1))[:2].sum(), 0.8, rtol=1e-9)
+    # written only when on, so the default rule's config (and the policy id keying cached
+    # evaluation episodes) is what it was before the option; a saved held rule loads as held
+    assert "hold_field_shares" not in q.config()["params"]
+    assert p.config()["params"]["hold_field_shares"] is True
+    again = type(p).from_config(p.config(), {})
+    again.reset(SPACE, 0)
+    np.testing.assert_array_equal(again.act(obs(A1)), w)
 
 
 def test_alignment_state_round_trip_keeps_the_estimates():

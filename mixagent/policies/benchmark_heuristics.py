@@ -160,6 +160,14 @@ class AlignmentHeuristic(_FieldWeight, OnlineReweighter):
         self._train_losses = None
         return self.weights.copy()
 
+    def config(self) -> dict[str, Any]:
+        """``hold_field_shares`` is written only when on: at its default the config, and so the
+        policy id that keys cached evaluation episodes, is what it was before the option."""
+        cfg = super().config()
+        if not self.params.hold_field_shares:
+            del cfg["params"]["hold_field_shares"]
+        return cfg
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "source_weight_est": self.source_weight_est}
 
