@@ -612,6 +612,8 @@ def _readme(card: dict[str, Any]) -> str:
     ret = card["returns"]
     ret_line = (f"{ret['mean']:.4g} ± {ret['std']:.3g} (min {ret['min']:.4g}, max {ret['max']:.4g})"
                 if ret else "n/a")
+    # a family's card holds ScenarioFamily.to_dict(), whose "family" is the FamilySpec dump
+    family = (card["env_spec"].get("family") or {}).get("family") or {}
     lines = [
         f"# Trajectories: {card['name']}",
         "",
@@ -627,8 +629,7 @@ def _readme(card: dict[str, Any]) -> str:
         f"- branching: {ident['branch']}",
         f"- seed: {ident['seed']}; episode i's seeds derive from (seed, i) only"
         + ("; a scenario's repeats share the first repeat's env seed (`repeat_seeds: shared`)"
-           if ((card["env_spec"].get("family") or {}).get("family") or {}).get("repeat_seeds")
-           == "shared" else "")
+           if family.get("repeat_seeds") == "shared" else "")
         + ("; episode i runs the (i mod n)-th explorer (`--explorer-order cycle`)"
            if ident.get("explorer_order") == "cycle" else ""),
         f"- episode return (continued path): {ret_line}",
