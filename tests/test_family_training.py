@@ -220,3 +220,72 @@ def test_card_summarises_a_family_of_domain_spaces():
                        "provenance": {"trained_on": [space(6, 3), space(8, 4)]}})
     assert "- `fam`: 6 domains (3 source, 3 target)" in few
     assert "- `fam`: 8 domains (4 source, 4 target)" in few
+
+
+def test_selection_reuses_cached_scores_and_reruns_a_bad_file(family_file: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture):
+    """A reference scored at one training is read back at the next (no episode runs); a cached
+    file that does not match its key is ignored with a warning and its episode runs again."""
+    import mixagent.policies.training.selection as selection
+    from mixagent.envs.family import load_family
+    from mixagent.policies.training.selection import HeldOutSelector, SelectionConfig
+
+    cfg = SelectionConfig(scenarios=1, seeds=[0, 1], scenario_seed=7_000_500,
+                          references=["baseline:uniform"])
+    family = load_family(family_file)
+    real, calls = selection.run_episode, []
+
+    def counted(*a: Any, **k: Any) -> Any:
+        calls.append(a[2])
+        return real(*a, **k)
+
+    monkeypatch.setattr(selection, "run_episode", counted)
+
+    def score(cache: SelectionConfig = cfg) -> tuple[float, dict[str, Any]]:
+        sel = HeldOutSelector(cache, family, cache_root=tmp_path / "scores")
+        try:
+            ref = sel.score_references()["baseline:uniform"]["score"]
+            return ref, sel.record()
+        finally:
+            sel.close()
+
+    first, rec = score()
+    assert calls == [0, 1] and rec["episodes_cached"] == 0
+    files = sorted((tmp_path / "scores").rglob("seed-*.json"))
+    assert [f.name for f in files] == ["seed-0.json", "seed-1.json"]
+
+    again, rec = score()
+    assert again == first and calls == [0, 1] and rec["episodes_cached"] == 2
+
+    bad = json.loads(files[1].read_text())
+    bad["seed"] = 7  # the file no longer matches its key
+    files[1].write_text(json.dumps(bad))
+    with caplog.at_level("WARNING"):
+        third, rec = score()
+    assert "does not match its key" in caplog.text
+    assert third == first and calls == [0, 1, 1] and rec["episodes_cached"] == 1
+
+    off, rec = score(cfg.model_copy(update={"cache": False}))
+    assert off == first and calls == [0, 1, 1, 0, 1] and rec["episodes_cached"] == 0
+
+
+def test_a_policy_has_one_content_id_before_saving_and_after_loading(tmp_path: Path):
+    """Selection keys its cache by a policy's content in memory: the same before saving and
+    after loading, blind to provenance, layout and key order, changed by any tensor value."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mixagent.policies.format import MODEL_NAME, POLICY_FORMAT, content_id, read_config, save_policy_dir
+
+    config = {"format": POLICY_FORMAT, "kind": "agent", "params": {"hidden": 4},
+              "provenance": {"note": "not hashed"}}
+    tensors = {"b": torch.zeros(3), "a": torch.arange(6.0).reshape(2, 3).t()}  # not contiguous
+    save_policy_dir(tmp_path / "p", config, tensors)
+    loaded = load_file(tmp_path / "p" / MODEL_NAME)
+    one = content_id(config, tensors)
+    assert content_id(read_config(tmp_path / "p"), loaded) == one
+    assert content_id({**config, "provenance": {}}, dict(reversed(list(loaded.items())))) == one
+    assert content_id(config, {**tensors, "b": torch.tensor([0.0, 0.0, 1e-7])}) != one
+    assert content_id(config, {**tensors, "b": torch.zeros(3, dtype=torch.float64)}) != one
+    assert content_id({**config, "params": {"hidden": 5}}, tensors) != one

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Literal
 
 from mixagent.errors import ConfigError
 from mixagent.evaluation.config import TUNED_BASELINES, regmix_budget
-from mixagent.utils.io import sha256_json
+from mixagent.policies.format import policy_id
 
 Role = Literal["learned", "baseline"]
 
@@ -87,13 +86,6 @@ class PolicyEntry:
             d["trained_on"] = self.trained_on
             d["trained_on_hashes"] = self.trained_on_hashes
         return d
-
-
-def policy_id(config: dict[str, Any], tensors: bytes | None) -> str:
-    """The content hash of a policy (config without provenance, plus its tensors)."""
-    body = {k: v for k, v in config.items() if k != "provenance"}
-    tens = hashlib.sha256(tensors).hexdigest() if tensors else None
-    return sha256_json({"config": body, "tensors": tens})[:16]
 
 
 def instance_of(policy: Any) -> PolicyInstance:

@@ -15,6 +15,7 @@ other entries of the directory (training's ``checkpoints/``, ``history.json``) a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from mixagent.errors import ConfigError
 from mixagent.policies.records import EvaluationRecord, evaluation_record, scenario_record
-from mixagent.utils.io import atomic_directory
+from mixagent.utils.io import atomic_directory, sha256_json
 
 POLICY_FORMAT = "mixagent.policy/1"
 CONFIG_NAME = "config.json"
@@ -31,6 +32,39 @@ MODEL_NAME = "model.safetensors"
 POLICY_FILES = (CONFIG_NAME, MODEL_NAME, CARD_NAME)
 #: what training writes beside a policy; kept when the policy is saved again
 TRAINING_FILES = ("checkpoints", "history.json", "evaluation.json")
+
+
+def policy_id(config: dict[str, Any], tensors: bytes | None) -> str:
+    """The content hash of a policy: its config without ``provenance`` (recording results in
+    the card must not change what it is) plus the sha256 of its ``model.safetensors`` bytes.
+    Keys evaluation's episode cache."""
+    body = {k: v for k, v in config.items() if k != "provenance"}
+    tens = hashlib.sha256(tensors).hexdigest() if tensors else None
+    return sha256_json({"config": body, "tensors": tens})[:16]
+
+
+def content_id(config: dict[str, Any], tensors: dict[str, Any]) -> str:
+    """The content hash of a policy in memory: its config without ``provenance`` plus each
+    tensor's name, dtype, shape and bytes; the key of held-out selection's score cache.
+
+    Not :func:`policy_id` of the bytes :func:`save_policy_dir` would write: safetensors writes
+    its metadata keys in arbitrary order, so one policy saved twice can give different bytes
+    (evaluation hashes the one file on disk, which is stable once written)."""
+    import torch
+
+    body = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "provenance"}
+    digest = {k: [str(v.dtype), list(v.shape),
+                  hashlib.sha256(v.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()]
+              for k, v in sorted(_plain(tensors).items())}
+    return sha256_json({"config": body, "tensors": digest or None})[:16]
+
+
+def _plain(tensors: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _metadata(config: dict[str, Any]) -> dict[str, str]:
+    return {"format": POLICY_FORMAT, "kind": str(config["kind"])}
 
 
 def save_policy_dir(path: Path, config: dict[str, Any], tensors: dict[str, Any],
@@ -50,8 +84,7 @@ def save_policy_dir(path: Path, config: dict[str, Any], tensors: dict[str, Any],
         if tensors:
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      str(tmp / MODEL_NAME), metadata={"format": POLICY_FORMAT, "kind": str(config["kind"])})
+            save_file(_plain(tensors), str(tmp / MODEL_NAME), metadata=_metadata(config))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(card if card is not None else render_card(config),
                                      encoding="utf-8")

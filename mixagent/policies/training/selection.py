@@ -11,7 +11,8 @@ runs one episode per held-out scenario and env seed; the scores go into the poli
 
 Environments are built once per held-out scenario and reused for every candidate (they share
 the family's cached base), so a selection costs (scenarios × seeds) proxy episodes per
-candidate and nothing else.
+candidate and nothing else — and none for an episode already in the score cache
+(:mod:`.score_cache`: the references of an earlier training on the same family).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from pydantic import Field
 
 from mixagent.config import StrictModel
 from mixagent.errors import ConfigError
+from mixagent.policies.format import content_id
 from mixagent.policies.protocol import MixingPolicy, resolve_policy, run_episode
+from mixagent.policies.training.score_cache import ScoreCache, default_root
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class SelectionConfig(StrictModel):
                                                       "(0: at the end of each phase only)")
     patience: int = Field(default=0, ge=0, description="stop CQL after this many selections "
                                                         "without improvement (0: never)")
+    cache: bool = Field(default=True, description="reuse the final scores of episodes run before "
+                        "(the same scenario, policy content and seed: references, identical "
+                        "candidates) from $MIXAGENT_CACHE/selection; false runs every episode")
     references: list[str] = Field(
         default_factory=lambda: ["baseline:uniform"],
         description="policies (baseline:NAME, policy:DIR) scored once on the same held-out "
@@ -62,7 +68,8 @@ class HeldOutSelector:
     """Scores agents on a fixed set of held-out family scenarios (see the module docstring)."""
 
     def __init__(self, cfg: SelectionConfig, family: Any, *,
-                 exclude_pairs: Iterable[tuple[int, int]] = (), exclude_ids: Iterable[str] = ()):
+                 exclude_pairs: Iterable[tuple[int, int]] = (), exclude_ids: Iterable[str] = (),
+                 cache_root: Path | None = None):
         self.cfg = cfg
         self.family = family
         pairs = {(int(s), int(e)) for s, e in exclude_pairs}
@@ -87,6 +94,8 @@ class HeldOutSelector:
                     self.scenarios.append(sc)
             index += 1
         self._envs: dict[str, Any] = {}
+        self._spec_hashes: dict[str, str] = {}
+        self._cache = ScoreCache(cache_root or default_root()) if cfg.cache else None
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
         # resolved now, so a bad reference fails before any training
@@ -100,13 +109,31 @@ class HeldOutSelector:
             self._envs[scenario.id] = ProxyCPTEnv(scenario.spec, progress=False)
         return self._envs[scenario.id]
 
+    def _spec_hash(self, scenario: Any) -> str:
+        if scenario.id not in self._spec_hashes:  # resolving is cheap: no base, no training
+            from mixagent.trajectories.identity import hash_of_spec_file
+
+            self._spec_hashes[scenario.id] = hash_of_spec_file(scenario.spec)
+        return self._spec_hashes[scenario.id]
+
+    def _episode(self, policy: MixingPolicy, pid: str | None, scenario: Any, seed: int) -> float:
+        """One episode's final balanced score, from the cache when it holds it."""
+        cache = self._cache
+        if cache is not None and pid is not None:
+            hit = cache.get(self._spec_hash(scenario), pid, seed)
+            if hit is not None:
+                return hit["balanced"]
+        finals = run_episode(policy, self._env(scenario), seed).final_scores
+        if cache is not None and pid is not None:
+            cache.put(self._spec_hash(scenario), pid, seed, finals)
+        return float(finals["balanced"])
+
     def _run(self, policy: MixingPolicy) -> tuple[float, dict[str, float]]:
         t0 = time.perf_counter()
-        per: dict[str, float] = {}
-        for sc in self.scenarios:
-            env = self._env(sc)
-            per[sc.id] = float(np.mean([run_episode(policy, env, int(seed)).final_scores["balanced"]
-                                        for seed in self.cfg.seeds]))
+        pid = content_id(policy.config(), policy.tensors()) if self._cache is not None else None
+        per = {sc.id: float(np.mean([self._episode(policy, pid, sc, int(seed))
+                                     for seed in self.cfg.seeds]))
+               for sc in self.scenarios}
         self.seconds += time.perf_counter() - t0
         return float(np.mean(list(per.values()))), per
 
@@ -153,7 +180,8 @@ class HeldOutSelector:
                               for s in self.scenarios],
                 "candidates": self.history, "best": dict(best or {}),
                 "references": self.references, "best_versus_references": self._best_versus(best),
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1),
+                "episodes_cached": self._cache.hits if self._cache is not None else 0}
 
     def _best_versus(self, best: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
         if not best:
