@@ -289,3 +289,21 @@ def test_a_policy_has_one_content_id_before_saving_and_after_loading(tmp_path: P
     assert content_id(config, {**tensors, "b": torch.tensor([0.0, 0.0, 1e-7])}) != one
     assert content_id(config, {**tensors, "b": torch.zeros(3, dtype=torch.float64)}) != one
     assert content_id({**config, "params": {"hidden": 5}}, tensors) != one
+
+
+def test_saving_one_policy_twice_writes_one_file(tmp_path: Path):
+    """Its policy id (evaluation's cache key) hashes the file, so the bytes must not vary from
+    save to save (safetensors orders several metadata keys arbitrarily; one key is safe)."""
+    import torch
+
+    from mixagent.policies.format import MODEL_NAME, POLICY_FORMAT, policy_id, save_policy_dir
+
+    config = {"format": POLICY_FORMAT, "kind": "agent", "params": {}}
+    tensors = {"w": torch.arange(4.0), "b": torch.ones(2)}
+    files = set()
+    for i in range(8):
+        save_policy_dir(tmp_path / f"p{i}", config, tensors)
+        files.add((tmp_path / f"p{i}" / MODEL_NAME).read_bytes())
+    assert len(files) == 1
+    assert len({policy_id(config, b) for b in files}) == 1
+

@@ -30,6 +30,9 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 MODEL_NAME = "model.safetensors"
 POLICY_FILES = (CONFIG_NAME, MODEL_NAME, CARD_NAME)
+#: ``model.safetensors``' metadata. One key: safetensors writes several in arbitrary order, so
+#: one policy saved twice gave two different files and two policy ids (the kind is in config.json)
+MODEL_METADATA = {"format": POLICY_FORMAT}
 #: what training writes beside a policy; kept when the policy is saved again
 TRAINING_FILES = ("checkpoints", "history.json", "evaluation.json")
 
@@ -47,9 +50,10 @@ def content_id(config: dict[str, Any], tensors: dict[str, Any]) -> str:
     """The content hash of a policy in memory: its config without ``provenance`` plus each
     tensor's name, dtype, shape and bytes; the key of held-out selection's score cache.
 
-    Not :func:`policy_id` of the bytes :func:`save_policy_dir` would write: safetensors writes
-    its metadata keys in arbitrary order, so one policy saved twice can give different bytes
-    (evaluation hashes the one file on disk, which is stable once written)."""
+    Not :func:`policy_id` of the bytes :func:`save_policy_dir` would write: files written
+    before 2026-12-07 carry two metadata keys, which safetensors writes in arbitrary order, so
+    their bytes cannot be reproduced from memory (evaluation hashes the file on disk, which is
+    stable once written)."""
     import torch
 
     body = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "provenance"}
@@ -61,10 +65,6 @@ def content_id(config: dict[str, Any], tensors: dict[str, Any]) -> str:
 
 def _plain(tensors: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-
-
-def _metadata(config: dict[str, Any]) -> dict[str, str]:
-    return {"format": POLICY_FORMAT, "kind": str(config["kind"])}
 
 
 def save_policy_dir(path: Path, config: dict[str, Any], tensors: dict[str, Any],
@@ -84,7 +84,7 @@ def save_policy_dir(path: Path, config: dict[str, Any], tensors: dict[str, Any],
         if tensors:
             from safetensors.torch import save_file
 
-            save_file(_plain(tensors), str(tmp / MODEL_NAME), metadata=_metadata(config))
+            save_file(_plain(tensors), str(tmp / MODEL_NAME), metadata=MODEL_METADATA)
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(card if card is not None else render_card(config),
                                      encoding="utf-8")
