@@ -4,7 +4,7 @@ Selection re-scores its references (uniform, the heuristics, the previous agent)
 held-out scenarios at every training, and those episodes were a third of a training's time
 (agent v2.3: 48 of 84 selection episodes, ~10 of 29 minutes). An episode is determined by the
 scenario's resolved env-spec hash (spec, data content, benchmarks), the policy's content
-(:func:`~mixagent.policies.format.policy_id`) and the env seed, so its final scores are kept
+(:func:`~mixagent.policies.format.content_id`) and the env seed, so its final scores are kept
 under ``<cache>/selection/<spec hash>/<policy id>/seed-<n>.json`` and reused by any later
 training on the same family — and a candidate identical to one scored before (the same seed
 and data give the same BC warm start) is not run again either.
@@ -70,6 +70,6 @@ class ScoreCache:
         return {k: float(v) for k, v in rec["final_scores"].items()}
 
     def put(self, spec_hash: str, policy_id: str, seed: int, final_scores: dict[str, float]) -> None:
-        write_json_atomic(self.path(spec_hash, policy_id, seed), {"format": SCORE_FORMAT, "spec_hash": spec_hash,
-                              "policy_id": policy_id, "seed": int(seed),
-                              "final_scores": {k: float(v) for k, v in final_scores.items()}})
+        record = {"format": SCORE_FORMAT, "spec_hash": spec_hash, "policy_id": policy_id,
+                  "seed": int(seed), "final_scores": {k: float(v) for k, v in final_scores.items()}}
+        write_json_atomic(self.path(spec_hash, policy_id, seed), record)
