@@ -204,3 +204,25 @@ def test_replay_matches_continuous_stream(synthetic_datadir: Path) -> None:
     replay(b, [(s, w) for s, w in a.schedule], 40)
     assert np.array_equal(b.next_flat_indices(60), rest)
     assert first.size == 40
+
+
+def test_a_family_agent_gets_one_domain_space_note(caplog: pytest.LogCaptureFixture) -> None:
+    """An agent trained on a family has one trained space per sampled scenario: a run on another
+    space gets one note (and one warning) that summarises them, not one per scenario."""
+    from types import SimpleNamespace
+
+    from mixagent.cpt.checks import policy_mismatch
+
+    def spaces(*ks: int) -> list[dict[str, object]]:
+        return [{"name": "fam", "names": [f"d{i}" for i in range(k)]} for k in ks]
+
+    run = SimpleNamespace(names=[f"r{i}" for i in range(19)])
+    family = SimpleNamespace(provenance={"trained_on": spaces(17, 24, 32, 24)})
+    with caplog.at_level("WARNING"):
+        notes = policy_mismatch(family, run)
+    assert notes == ["policy trained on 4 other domain spaces (fam; 17–32 domains), this run has 19"]
+    assert len(caplog.records) == 1
+    one = SimpleNamespace(provenance={"trained_on": spaces(6)})
+    assert policy_mismatch(one, run) == ["policy trained on 6 domains (fam), this run has 19"]
+    same = SimpleNamespace(provenance={"trained_on": [*spaces(6), {"name": "x", "names": run.names}]})
+    assert policy_mismatch(same, run) == []

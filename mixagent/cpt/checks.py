@@ -87,17 +87,22 @@ def policy_mismatch(policy: MixingPolicy, space: DomainSpace) -> list[str]:
     trained = policy.provenance.get("trained_on") or []
     if not trained:
         return []
-    notes = []
     names = set(space.names)
-    for t in trained:
-        seen = set(t.get("names", []))
-        if seen == names:
-            return []
+    if any(set(t.get("names", [])) == names for t in trained):
+        return []
+    if len(trained) > 1:  # a family's agent: one note, not one per sampled scenario
+        counts = sorted({len(t.get("names", [])) for t in trained})
+        where = ", ".join(sorted({str(t.get("name", "")) for t in trained}))
+        notes = [f"policy trained on {len(trained)} other domain spaces ({where}; "
+                 f"{counts[0]}–{counts[-1]} domains), this run has {len(names)}"]
+    else:
+        seen = set(trained[0].get("names", []))
         if len(seen) != len(names):
-            notes.append(f"policy trained on {len(seen)} domains ({t.get('name', '')}), this run has {len(names)}")
+            notes = [f"policy trained on {len(seen)} domains ({trained[0].get('name', '')}), this run "
+                     f"has {len(names)}"]
         else:
-            notes.append(f"policy trained on other domain names ({sorted(seen)[:4]}...), this run has "
-                         f"{sorted(names)[:4]}...")
+            notes = [f"policy trained on other domain names ({sorted(seen)[:4]}...), this run has "
+                     f"{sorted(names)[:4]}..."]
     for n in notes:
         log.warning("%s; the per-domain agent is applied unchanged", n)
     return notes
