@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEMO_FORMAT = "mixagent.demo/1"
 SUMMARY_NAME = "demo_summary.json"
 PLOT_NAME = "demo_comparison.png"
-SHIPPED_POLICY = "policies/mixagent-agent-v2"
+SHIPPED_POLICY = "policies/mixagent-agent-v2.1"
 FROM_SCRATCH_ENV = "envs/demo-tiny.yaml"
 #: the source share used when the policy's card records no ratio grid for the scenario. 0.5 is
 #: the neutral middle of the grid, not a tuned value; the demo says so wherever it shows it.

@@ -165,7 +165,7 @@ def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
 
     v2 = load_env_spec(REPO / "envs" / "prose-to-math-v2.yaml")
     rec = _scenario(DemoConfig(**TINY), read_config(REPO / SHIPPED_POLICY))
-    assert (rec.name, rec.reward, rec.observation) == ("family-v2", v2.reward, v2.observation)
+    assert (rec.name, rec.reward, rec.observation) == ("family-v2-paired", v2.reward, v2.observation)
     assert set(rec.observation.features) == {"alignment", "benchmark_scores"}
     # a scenario given in the config replaces the recorded one
     micro = _scenario(DemoConfig(**TINY, scenario=str(REPO / "envs" / "micro.yaml")), config)

@@ -26,7 +26,7 @@ def demo_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: demo-output in the "
                                     "current directory). A previous demo's output there is replaced."),
     policy: Path | None = typer.Option(None, "--policy", help="Agent directory to drive the CPT run "
-                                       "(default: the shipped policies/mixagent-agent-v2)."),
+                                       "(default: the shipped policies/mixagent-agent-v2.1)."),
     workers: int | None = typer.Option(None, "--workers", "-w", help="Ray workers for collection with "
                                        "--from-scratch (1: in-process, no Ray)."),
     seed: int | None = typer.Option(None, "--seed", help="Seeds the base model, the data order, the "
