@@ -41,13 +41,12 @@ class ScoreCache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.hits = 0
-        self.misses = 0
 
     def path(self, spec_hash: str, policy_id: str, seed: int) -> Path:
         return self.root / spec_hash / policy_id / f"seed-{int(seed)}.json"
 
     def get(self, spec_hash: str, policy_id: str, seed: int) -> dict[str, float] | None:
-        """The cached final scores, or None (counted as a miss)."""
+        """The cached final scores (counted in :attr:`hits`), or None."""
         p = self.path(spec_hash, policy_id, seed)
         rec: Any = None
         if p.is_file():
@@ -64,7 +63,6 @@ class ScoreCache:
             log.warning("ignoring cached selection score %s: it does not match its key; it runs "
                         "again", p)
         if not ok:
-            self.misses += 1
             return None
         self.hits += 1
         return {k: float(v) for k, v in rec["final_scores"].items()}

@@ -118,14 +118,14 @@ class HeldOutSelector:
 
     def _episode(self, policy: MixingPolicy, pid: str | None, scenario: Any, seed: int) -> float:
         """One episode's final balanced score, from the cache when it holds it."""
-        cache = self._cache
-        if cache is not None and pid is not None:
-            hit = cache.get(self._spec_hash(scenario), pid, seed)
-            if hit is not None:
-                return hit["balanced"]
+        if self._cache is None or pid is None:
+            return float(run_episode(policy, self._env(scenario), seed).final_scores["balanced"])
+        key = (self._spec_hash(scenario), pid, seed)
+        hit = self._cache.get(*key)
+        if hit is not None:
+            return hit["balanced"]
         finals = run_episode(policy, self._env(scenario), seed).final_scores
-        if cache is not None and pid is not None:
-            cache.put(self._spec_hash(scenario), pid, seed, finals)
+        self._cache.put(*key, finals)
         return float(finals["balanced"])
 
     def _run(self, policy: MixingPolicy) -> tuple[float, dict[str, float]]:
