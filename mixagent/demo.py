@@ -190,20 +190,39 @@ def _find_policy(cfg: DemoConfig) -> Path:
     return path
 
 
+def _family_base(policy_config: dict[str, Any]) -> str | None:
+    """The base scenario of the family a family agent was selected on (``provenance.selection.
+    family_origin``), or None. A family agent is evaluated on named scenarios, never on its
+    collection's name, so the base -- the scenario the family varies -- is where a ratio grid
+    tuned on the demo's kind of run is recorded."""
+    origin = ((policy_config.get("provenance") or {}).get("selection") or {}).get("family_origin")
+    path = shipped_path(origin) if isinstance(origin, str) else None
+    if path is None or not path.is_file():
+        return None
+    from mixagent.envs.family import load_family_base
+
+    family, base = load_family_base(path)
+    return base.name or (Path(family.base).stem if isinstance(family.base, str) else None)
+
+
 def _ratio(cfg: DemoConfig, policy_dir: Path, policy_config: dict[str, Any], scenario: str) -> dict[str, Any]:
     """The fixed-ratio run's source share: set by the user, else the best fixed ratio the
-    policy's recorded evaluation tuned on ``scenario``, else the labelled untuned default."""
+    policy's recorded evaluation tuned on ``scenario`` (for a family agent: on its family's base
+    scenario), else the labelled untuned default."""
     if cfg.best_ratio is not None:
         return {"source": cfg.best_ratio, "tuned": False, "where": "set in the demo config",
                 "label": f"fixed ratio source={cfg.best_ratio:g} (set by you, not tuned)"}
     record = evaluation_record(policy_config)
-    found = record.best_fixed_ratio(scenario) if record is not None else None
-    if found is not None:
-        share, where = found
-        return {"source": share, "tuned": True, "where": f"{policy_dir}/{CONFIG_NAME} {where}",
-                "label": f"best fixed ratio source={share:g} (grid-searched on {scenario})"}
+    base = _family_base(policy_config)
+    for name, note in ((scenario, ""), (base, ", the agent's family's base")):
+        found = record.best_fixed_ratio(name) if record is not None and name else None
+        if found is not None:
+            share, where = found
+            return {"source": share, "tuned": True, "where": f"{policy_dir}/{CONFIG_NAME} {where}",
+                    "label": f"best fixed ratio source={share:g} (grid-searched on {name}{note})"}
+    tried = repr(scenario) + (f" or {base!r}" if base else "")
     return {"source": DEFAULT_RATIO, "tuned": False,
-            "where": f"no ratio grid for {scenario!r} in {policy_dir}/{CONFIG_NAME} provenance.evaluation",
+            "where": f"no ratio grid for {tried} in {policy_dir}/{CONFIG_NAME} provenance.evaluation",
             "label": f"fixed ratio source={DEFAULT_RATIO:g} (default, NOT tuned)"}
 
 

@@ -17,7 +17,16 @@ pytest.importorskip("transformers")
 from typer.testing import CliRunner
 
 from mixagent.cli.main import app
-from mixagent.demo import DEFAULT_RATIO, PLOT_NAME, SUMMARY_NAME, DemoConfig, _ratio, _scenario, run_demo
+from mixagent.demo import (
+    DEFAULT_RATIO,
+    PLOT_NAME,
+    SUMMARY_NAME,
+    DemoConfig,
+    _family_base,
+    _ratio,
+    _scenario,
+    run_demo,
+)
 from mixagent.errors import ConfigError
 from mixagent.policies.records import ScenarioRecord, evaluation_record
 
@@ -146,6 +155,28 @@ def test_best_fixed_ratio_from_the_evaluation_record(tmp_path: Path) -> None:
         evaluation_record(old)
 
 
+def test_a_family_agent_takes_the_ratio_tuned_on_its_familys_base(tmp_path: Path) -> None:
+    """A family agent's scenario is its collection (never evaluated by that name); the ratio grid
+    of its family's base scenario is the tuned one for the demo's run, and is labelled so."""
+    micro = [ln for ln in (REPO / "envs" / "micro.yaml").read_text().splitlines() if not ln.startswith("name:")]
+    (tmp_path / "base.yaml").write_text("\n".join(["name: prose-to-math", *micro]))
+    (tmp_path / "fam.yaml").write_text("family:\n  name: fam\n  base: base.yaml\n  targets: [{field: math}]\n")
+    card = _evaluated(("prose-to-code", 0.2), ("prose-to-math", 0.6))
+    card["provenance"]["selection"] = {"family_origin": str(tmp_path / "fam.yaml")}
+    found = _ratio(DemoConfig(**TINY), tmp_path, card, "fam-paired")
+    assert found["tuned"] is True and found["source"] == pytest.approx(0.6)
+    assert "prose-to-math, the agent's family's base" in found["label"]
+    # the collection's own name wins where it was evaluated; a missing family file falls back
+    assert _ratio(DemoConfig(**TINY), tmp_path, card, "prose-to-code")["source"] == pytest.approx(0.2)
+    card["provenance"]["selection"]["family_origin"] = str(tmp_path / "gone.yaml")
+    missing = _ratio(DemoConfig(**TINY), tmp_path, card, "fam-paired")
+    assert missing["tuned"] is False and "'fam-paired'" in missing["where"]
+    # an unnamed base is named by its file, as evaluate names it
+    (tmp_path / "base.yaml").write_text("\n".join(micro))
+    card["provenance"]["selection"]["family_origin"] = str(tmp_path / "fam.yaml")
+    assert _family_base(card) == "base"
+
+
 def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
     """The demo's defaults come from the shipped cards: reward/observation of prose-to-math (the
     spec they were trained on) and a tuned best fixed ratio for it."""
@@ -167,6 +198,7 @@ def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
     rec = _scenario(DemoConfig(**TINY), read_config(REPO / SHIPPED_POLICY))
     assert (rec.name, rec.reward, rec.observation) == ("family-v2-paired", v2.reward, v2.observation)
     assert set(rec.observation.features) == {"alignment", "benchmark_scores"}
+    assert _family_base(read_config(REPO / SHIPPED_POLICY)) == "prose-to-math-v2"
     # a scenario given in the config replaces the recorded one
     micro = _scenario(DemoConfig(**TINY, scenario=str(REPO / "envs" / "micro.yaml")), config)
     assert micro.name == "micro" and micro.reward.scale == load_env_spec(REPO / "envs" / "micro.yaml").reward.scale

@@ -381,13 +381,9 @@ def _describe(choices: dict[str, Any]) -> str:
             f"{r['target_terms']}")
 
 
-def load_family(path: str | Path) -> ScenarioFamily:
-    """Load a family file, its base spec and its data's domains per field, and check it.
-
-    Opening the data is cheap (the manifest; the built-in corpus is built on first use).
-    """
-    from mixagent.envs.setup import resolve_spec
-
+def load_family_base(path: str | Path) -> tuple[FamilySpec, EnvSpec]:
+    """A family file's spec and its base env spec, type-checked; the data is not opened (what a
+    reader that only needs the base's name or settings wants)."""
     path = Path(path)
     spec = validate_config(FamilyFile, load_yaml(path) or {}, str(path)).family
     root = path.resolve().parent
@@ -401,6 +397,17 @@ def load_family(path: str | Path) -> ScenarioFamily:
     else:
         base = validate_config(EnvSpec, spec.base, f"{path}: family.base").located(
             f"{path} (family.base)", root)
+    return spec, base
+
+
+def load_family(path: str | Path) -> ScenarioFamily:
+    """Load a family file, its base spec and its data's domains per field, and check it.
+
+    Opening the data is cheap (the manifest; the built-in corpus is built on first use).
+    """
+    from mixagent.envs.setup import resolve_spec
+
+    spec, base = load_family_base(path)
     if base.domain_space is not None or base.domains is not None:
         raise ConfigError(f"{path}: family.base: domain_space and domains are chosen by the "
                           "family's 'domains' dimension; remove them from the base")
