@@ -127,6 +127,33 @@ def test_holding_field_shares_tilts_only_within_each_field():
     np.testing.assert_array_equal(again.act(obs(A1)), w)
 
 
+def test_a_set_source_share_is_the_first_mixture_and_the_held_share():
+    """``source_share`` sets the source field's share of the prior: the first mixture of every
+    online rule, and the share a held alignment rule keeps at every decision."""
+    held = resolve_policy("baseline:alignment?beta=30&hold_field_shares=true&source_share=0.7")
+    held.reset(SPACE, 0)
+    s1 = 0.5 * np.array(A1)[:, 0] + 0.5 * np.array(A1)[:, 1]
+    np.testing.assert_allclose(held.act(obs(A1)), [*(0.7 * softmax(30.0 * s1[:2])), 0.3], rtol=1e-6)
+    assert held.act(obs(A2))[:2].sum() == pytest.approx(0.7)
+    # by tokens within each field: 0.7 split 1:3 over the source domains
+    tok = resolve_policy("baseline:alignment?beta=0&hold_field_shares=true&source_share=0.7&initial=tokens")
+    tok.reset(SPACE, 0)
+    np.testing.assert_allclose(tok.act(obs(A1)), [0.175, 0.525, 0.3], rtol=1e-12)
+    # any online rule starts from it (ODM's first decision is its prior)
+    odm = resolve_policy("baseline:odm?source_share=0.2")
+    odm.reset(SPACE, 0)
+    np.testing.assert_allclose(odm.act(obs()), [0.1, 0.1, 0.8], rtol=1e-12)
+    # written only when set: the rules' configs and policy ids are what they were before it
+    for spec in ("baseline:odm", "baseline:alignment?beta=30", "baseline:doremi"):
+        assert "source_share" not in resolve_policy(spec).config()["params"]
+    assert held.config()["params"]["source_share"] == 0.7
+    again = type(held).from_config(held.config(), {})
+    again.reset(SPACE, 0)
+    np.testing.assert_allclose(again.act(obs(A1))[:2].sum(), 0.7, rtol=1e-12)
+    with pytest.raises(ConfigError, match="source_share"):
+        resolve_policy("baseline:odm?source_share=1.5")
+
+
 def test_alignment_state_round_trip_keeps_the_estimates():
     p = resolve_policy("baseline:alignment")
     p.reset(SPACE, 0)

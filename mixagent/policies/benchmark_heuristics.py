@@ -27,7 +27,7 @@ columns first, each optional group's after them in a fixed order), as the agent 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -88,6 +88,8 @@ class AlignmentParams(OnlineParams):
     hold_field_shares: bool = Field(
         default=False, description="keep each field's share of the mixture at the prior's and "
         "re-weight only within each field (exp(beta*alignment) normalised per field)")
+
+    written_when_set: ClassVar[tuple[str, ...]] = (*OnlineParams.written_when_set, "hold_field_shares")
 
 
 @register_policy
@@ -159,14 +161,6 @@ class AlignmentHeuristic(_FieldWeight, OnlineReweighter):
         self.weights = p / p.sum()
         self._train_losses = None
         return self.weights.copy()
-
-    def config(self) -> dict[str, Any]:
-        """``hold_field_shares`` is written only when on: at its default the config, and so the
-        policy id that keys cached evaluation episodes, is what it was before the option."""
-        cfg = super().config()
-        if not self.params.hold_field_shares:
-            del cfg["params"]["hold_field_shares"]
-        return cfg
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "source_weight_est": self.source_weight_est}

@@ -26,11 +26,19 @@ from pydantic import Field
 from mixagent.config import StrictModel
 from mixagent.errors import ConfigError
 from mixagent.policies.protocol import MixingPolicy, register_policy
+from mixagent.policies.static import field_ratio
 
 
 class OnlineParams(StrictModel):
     initial: Literal["uniform", "tokens"] = Field(
         default="uniform", description="the mixture of the first step, before any feedback")
+    source_share: float | None = Field(
+        default=None, ge=0, le=1, description="the source field's share of that first mixture "
+        "(each field's domains share its part as 'initial' says); None: the share 'initial' "
+        "gives the source field. A rule that measures against its first mixture (the prior) "
+        "measures against this one")
+
+    written_when_set: ClassVar[tuple[str, ...]] = ("source_share",)
 
 
 class OnlineReweighter(MixingPolicy):
@@ -45,7 +53,9 @@ class OnlineReweighter(MixingPolicy):
     def _reset(self) -> None:
         assert self.space is not None
         k = self.space.num_domains
-        if self.params.initial == "tokens":
+        if self.params.source_share is not None:
+            self.weights = field_ratio(self.space, self.params.source_share, self.params.initial)
+        elif self.params.initial == "tokens":
             tok = np.asarray(self.space.train_tokens, dtype=np.float64)
             self.weights = tok / tok.sum() if tok.sum() > 0 else np.full(k, 1.0 / k)
         else:

@@ -123,8 +123,16 @@ class MixingPolicy(ABC):
     # -- serialisation ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The ``config.json`` content (subclasses with tensors add architecture details)."""
-        return {"format": POLICY_FORMAT, "kind": self.kind,
-                "params": self.params.model_dump(mode="json"), "provenance": self.provenance}
+        params = self.params.model_dump(mode="json")
+        # options added after policies were first cached: written only when set, so the config
+        # of a policy that does not use them -- and the policy id keying cached evaluation
+        # episodes -- is what it was before they existed
+        fields = type(self.params).model_fields
+        for name in getattr(type(self.params), "written_when_set", ()):
+            if getattr(self.params, name) == fields[name].default:
+                params.pop(name, None)
+        return {"format": POLICY_FORMAT, "kind": self.kind, "params": params,
+                "provenance": self.provenance}
 
     def tensors(self) -> dict[str, Any]:
         """Learned tensors to store in ``model.safetensors`` (none for rule-based policies)."""

@@ -80,6 +80,20 @@ def _within(space: DomainSpace, mask: np.ndarray, within: str) -> np.ndarray:
     return w
 
 
+def field_ratio(space: DomainSpace, source: float, within: str = "uniform") -> np.ndarray:
+    """``source`` on the source field and the rest on the target field, each field's share spread
+    evenly (``within: uniform``) or by tokens over its domains; a space without one of the fields
+    puts everything on the other."""
+    t = space.is_target
+    src = _within(space, ~t, within)
+    tgt = _within(space, t, within)
+    if not t.any():
+        return src
+    if t.all():
+        return tgt
+    return source * src + (1.0 - source) * tgt
+
+
 class TargetOnlyParams(StrictModel):
     within: Literal["uniform", "tokens"] = "uniform"
 
@@ -117,14 +131,7 @@ class FixedRatio(StaticPolicy):
     Params = FixedRatioParams
 
     def weights_for(self, space: DomainSpace) -> np.ndarray:
-        t = space.is_target
-        src = _within(space, ~t, self.params.within)
-        tgt = _within(space, t, self.params.within)
-        if not t.any():
-            return src
-        if t.all():
-            return tgt
-        return self.params.source * src + (1.0 - self.params.source) * tgt
+        return field_ratio(space, self.params.source, self.params.within)
 
     def describe(self) -> str:
         return f"fixed_ratio(source={self.params.source:g})"
