@@ -313,7 +313,9 @@ def _row(name: str, label: str, summary: dict[str, Any], run_dir: Path) -> dict[
 
 
 def _cpt_tasks(cfg: DemoConfig, data: Any, reward: RewardSpec) -> list[dict[str, Any]]:
-    have = {t.name for t in data.manifest.tasks}
+    """The benchmarks the CPT runs score: the demo's own plus those the reward's terms name,
+    where the data directory has them (legacy task sets and benchmarks alike)."""
+    have = {b.name for b in data.benchmarks}
     wanted = list(dict.fromkeys([*cfg.cpt.tasks, *(k.split(".")[0] for k in
                                                    (*reward.source_terms, *reward.target_terms) if "." in k)]))
     missing = [t for t in wanted if t not in have]

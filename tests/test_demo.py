@@ -22,8 +22,10 @@ from mixagent.demo import (
     PLOT_NAME,
     SUMMARY_NAME,
     DemoConfig,
+    _cpt_tasks,
     _family_base,
     _ratio,
+    _reward_for,
     _scenario,
     run_demo,
 )
@@ -175,6 +177,27 @@ def test_a_family_agent_takes_the_ratio_tuned_on_its_familys_base(tmp_path: Path
     (tmp_path / "base.yaml").write_text("\n".join(micro))
     card["provenance"]["selection"]["family_origin"] = str(tmp_path / "fam.yaml")
     assert _family_base(card) == "base"
+
+
+def test_the_runs_score_every_benchmark_the_reward_names(tmp_path: Path) -> None:
+    """The reward's benchmark terms are scored whether the data directory holds them as legacy
+    task sets or as benchmarks; a term whose benchmark is missing is dropped, never silently
+    replaced: until 2026-12-07 the demo looked at task sets only, so v2.1's source term
+    (prose_cloze, a benchmark) fell back to the domain loss."""
+    from types import SimpleNamespace
+
+    from mixagent.envs.spec import RewardSpec
+
+    reward = RewardSpec(source_terms={"prose_cloze.answer_logprob": 1.0},
+                        target_terms={"math_exact_match.answer_logprob": 1.0})
+    data = SimpleNamespace(benchmarks=[SimpleNamespace(name="math_exact_match"),
+                                       SimpleNamespace(name="prose_cloze")])
+    cfg = DemoConfig(**TINY)
+    tasks = _cpt_tasks(cfg, data, reward)
+    assert {t["name"] for t in tasks} == {"math_exact_match", "prose_cloze"}
+    assert _reward_for(reward, tasks) == reward
+    only_math = _cpt_tasks(cfg, SimpleNamespace(benchmarks=[SimpleNamespace(name="math_exact_match")]), reward)
+    assert _reward_for(reward, only_math).source_terms == {"loss": 1.0}
 
 
 def test_the_shipped_agents_record_their_scenario_and_evaluation() -> None:
