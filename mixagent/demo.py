@@ -213,9 +213,11 @@ def _ratio(cfg: DemoConfig, policy_dir: Path, policy_config: dict[str, Any], sce
         return {"source": cfg.best_ratio, "tuned": False, "where": "set in the demo config",
                 "label": f"fixed ratio source={cfg.best_ratio:g} (set by you, not tuned)"}
     record = evaluation_record(policy_config)
-    base = _family_base(policy_config)
-    for name, note in ((scenario, ""), (base, ", the agent's family's base")):
-        found = record.best_fixed_ratio(name) if record is not None and name else None
+    base = None
+    if record is not None:  # the family's base is read only when the scenario itself has no grid
+        found, name, note = record.best_fixed_ratio(scenario), scenario, ""
+        if found is None and (base := _family_base(policy_config)) is not None:
+            found, name, note = record.best_fixed_ratio(base), base, ", the agent's family's base"
         if found is not None:
             share, where = found
             return {"source": share, "tuned": True, "where": f"{policy_dir}/{CONFIG_NAME} {where}",
