@@ -27,6 +27,7 @@ from mixagent.data import DataDir
 from mixagent.data.benchmarks import words
 from mixagent.data.builtin import (
     CODE_BENCHMARK,
+    CODE_OUTPUT_BENCHMARK,
     PROSE_BENCHMARK,
     SIZES,
     TASK_NAME,
@@ -40,6 +41,7 @@ from mixagent.data.builtin import (
 from mixagent.data.builtin.code import strip_docstrings
 from mixagent.data.builtin.families import (
     CODE_BENCHMARK_LIBS,
+    CODE_OUTPUT_BENCHMARK_LIBS,
     MATH_LIBS,
     ML_LIBS,
     NUMERIC_LIBS,
@@ -239,7 +241,7 @@ def test_training_problems_skip_excluded_questions() -> None:
 
 # -- the code and prose benchmarks -------------------------------------------------------------
 
-BENCHMARKS = {CODE_BENCHMARK: "code", PROSE_BENCHMARK: "prose"}
+BENCHMARKS = {CODE_BENCHMARK: "code", PROSE_BENCHMARK: "prose", CODE_OUTPUT_BENCHMARK: "code"}
 
 # The env-spec hash of envs/micro.yaml before the built-in benchmarks existed (computed on the
 # commit before they were added: resolve_spec + resolved_spec_hash), and the content hash of the
@@ -264,16 +266,20 @@ def test_benchmarks_exist_with_expected_counts(builtin_tiny: Path) -> None:
     dd = DataDir(builtin_tiny)
     tok: Any = load_tokenizer(dd.tokenizer_dir)
     assert {b.name for b in dd.manifest.benchmarks} == set(BENCHMARKS)
+    sources = {b.name: b for b in plan_builtin("tiny", 0).benchmarks}
+    assert sources[CODE_BENCHMARK].items == sources[PROSE_BENCHMARK].items == benchmarks.ITEMS
     for name, field in BENCHMARKS.items():
         bench = dd.benchmark(name)
         rows = dd.benchmark_rows(name)
         assert bench.field == field and bench.kind == "qa" and bench.description
-        assert len(rows) == bench.count == benchmarks.ITEMS["tiny"]
+        assert len(rows) == bench.count == sources[name].items["tiny"]
         assert bench.sha256 == hashlib.sha256((builtin_tiny / bench.file).read_bytes()).hexdigest()
         assert bench.source["version"] == benchmarks.BENCHMARKS_VERSION
         assert set(bench.source["packages"]) and bench.source["files_used"] >= 1
         assert len({r["prompt"] for r in rows}) == len(rows)
-        assert len({r["package"] for r in rows}) >= 3  # spread over packages, not one module
+        spread = {r["package"] for r in rows} if name != CODE_OUTPUT_BENCHMARK else {r["source"] for r in rows}
+        assert len(spread) >= min(3, len(sources[name].packages)), name  # over packages, not one module
+        assert len({r["prompt"].split("\n", 1)[0] for r in rows}) >= 20, name  # nor a few functions
         answer_tokens = [len(e.ids) for e in tok.encode_batch([" " + r["answer"] for r in rows], add_special_tokens=False)]
         assert max(answer_tokens) <= benchmarks.MAX_ANSWER_TOKENS  # fits a 32-token proxy context
     assert [t.name for t in dd.manifest.tasks] == [TASK_NAME]  # the math task is as it was
@@ -301,6 +307,10 @@ def test_benchmark_prompts_end_where_the_answer_starts(builtin_tiny: Path) -> No
                 assert prompt.endswith("return")
                 assert f"{prompt} {answer}\n" in "".join(strip_docstrings(parsed)) + "\n"
                 ast.parse(answer, mode="eval")  # a whole expression
+            elif name == CODE_OUTPUT_BENCHMARK:
+                assert prompt.endswith(",") and "self.assertEqual(" in prompt.rsplit("\n", 1)[-1]
+                assert f"{prompt} {answer})\n" in "".join(strip_docstrings(parsed)) + "\n"
+                ast.parse(answer, mode="eval")
             else:
                 pages = docstring_pages(parsed, parsed.source.module)
                 assert any(p.startswith(f"{prompt} {answer}") and p[len(prompt) + len(answer) + 1] in ".!?" for p in pages)
@@ -310,7 +320,7 @@ def test_benchmark_sources_are_in_no_domain() -> None:
     """Disjoint by construction: no file a benchmark may read is a file any domain may read, at
     any size, and the benchmark packages are in no family."""
     families = {*NUMERIC_LIBS, *ML_LIBS, *TOOLING_LIBS, *MATH_LIBS}
-    assert not families & {*CODE_BENCHMARK_LIBS, *PROSE_BENCHMARK_LIBS}
+    assert not families & {*CODE_BENCHMARK_LIBS, *PROSE_BENCHMARK_LIBS, *CODE_OUTPUT_BENCHMARK_LIBS}
     plan = plan_builtin("full", 0)  # every domain there is
     domain_files = {f.path.resolve() for d in plan.domains for f in d.files}
     domain_packages = {p for d in plan.domains for p in d.packages}
@@ -383,6 +393,30 @@ def test_return_and_cloze_extraction() -> None:
     )
     assert benchmarks.cloze_items(_parsed(doc)) == [
         {"prompt": "snippet.size(obj)\n\nReturn the number of items in the", "answer": "container"}
+    ]
+
+
+def test_assertion_extraction() -> None:
+    """Each one-line ``assertEqual(actual, expected)`` of a function body is an item: the
+    function up to the comma, earlier assertions with their answers; the expected value blanked."""
+    body = [
+        "        parts = \"a b\".split()\n",
+        "        self.assertEqual(len(parts), 2)\n",
+        "        self.assertEqual(parts[0], 'a')  # a comment ends this line\n",
+        "        self.assertEqual(parts,\n",
+        "                         ['a', 'b'])\n",
+        "        self.assertEqual(parts[1], 'b', msg='keyword')\n",
+        "        self.assertTrue(parts, 'not an equality')\n",
+        "        self.assertEqual(bool(parts), True)\n",
+        "        self.assertEquals(parts[-1], parts[1])\n",
+    ]
+    docstring = '        """Docstring, which the prompt must not contain."""\n'
+    text = "class T(unittest.TestCase):\n    def test_split(self):\n" + docstring + "".join(body)
+    got = [(i["prompt"], i["answer"]) for i in benchmarks.assertion_items(_parsed(text))]
+    head = "    def test_split(self):\n"
+    assert got == [
+        (head + body[0] + "        self.assertEqual(len(parts),", "2"),
+        (head + "".join(body[:-1]) + "        self.assertEquals(parts[-1],", "parts[1]"),
     ]
 
 

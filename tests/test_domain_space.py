@@ -196,6 +196,8 @@ def small_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
     w.add_task("math_exact_match", "math", [{"prompt": "Problem: 1+1\nAnswer:", "answer": "2"}])
     w.add_task("prose_cloze", "prose", [{"prompt": "len(obj)\n\nReturn the number of", "answer": "items"}])
     w.add_task("code_return_completion", "code", [{"prompt": "def f(x):\n    return", "answer": "x + 1"}])
+    w.add_task("code_output_prediction", "code",
+               [{"prompt": "    def test_f(self):\n        self.assertEqual(f(1),", "answer": "2"}])
     w.finish("small-like", "small-like-v1", {})
     return root
 
@@ -221,6 +223,7 @@ def test_shipped_specs_resolve_without_training(small_like: Path, tmp_path: Path
     assert keys["prose-to-math-large"] != base
     assert keys["prose-to-math-v2"] == base  # benchmark scoring changes the measure, not the base
     assert keys["prose-to-code-v2"] == base  # the same prose base, a longer CPT
+    assert keys["prose-to-code-v3"] == base  # the same prose base, another code benchmark
     assert sizes["prose-to-math-coarse"] == 6  # 3 prose groups, 2 math groups + math/mpmath
     assert sizes["prose-to-math-fine"] == 2 * sizes["prose-to-math"]
 

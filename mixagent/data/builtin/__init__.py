@@ -9,13 +9,18 @@ three-field data directory without downloading anything:
 - ``math`` (target field): sympy/mpmath docstrings and doctests plus generated word problems with
   worked solutions (:mod:`.mathtext`, :mod:`.problems`), and a held-out exact-match task set;
 
-and, for code and prose, a benchmark each from packages no domain reads (:mod:`.benchmarks`).
+and benchmarks from packages no domain reads (:mod:`.benchmarks`): two for code, one for prose.
 
 Files are found and parsed, never imported (:mod:`.sources`). Sizes ``tiny`` (tests), ``small``
 (default) and ``full`` are presets in :mod:`.sizes`; building and reuse live in :mod:`.build`.
 """
 
-from mixagent.data.builtin.benchmarks import BENCHMARKS_VERSION, CODE_BENCHMARK, PROSE_BENCHMARK
+from mixagent.data.builtin.benchmarks import (
+    BENCHMARKS_VERSION,
+    CODE_BENCHMARK,
+    CODE_OUTPUT_BENCHMARK,
+    PROSE_BENCHMARK,
+)
 from mixagent.data.builtin.build import (
     BUILTIN_VERSION,
     TASK_NAME,
@@ -32,6 +37,7 @@ __all__ = [
     "BENCHMARKS_VERSION",
     "BUILTIN_VERSION",
     "CODE_BENCHMARK",
+    "CODE_OUTPUT_BENCHMARK",
     "PROSE_BENCHMARK",
     "SIZES",
     "TASK_NAME",

@@ -12,6 +12,11 @@ any document of the build — training or held-out — is dropped before the ite
   field, up to its final ``return``; the answer is the returned expression, to the end of the line.
 - ``prose_cloze`` (field ``prose``): a docstring's reference-page header (``name(signature)``, as
   in the prose field) and its first sentence without the last word; the answer is that word.
+- ``code_output_prediction`` (field ``code``): a unittest test method, docstrings removed, up to
+  the expected value of one of its one-line ``self.assertEqual(actual, expected)`` calls; the
+  answer is that value (CRUXEval-O's task — predict what code outputs — on real test suites).
+  Unlike return completion, it is tied unevenly to the code domains: a unittest suite reads like
+  the ``stdlib-tests`` domain and little like the rest (measured in docs/DECISIONS.md).
 
 Prompts end where the answer starts, less the one space the evaluator's default delimiter adds
 (``prompt + " " + answer`` is the original text), so an item is scored on text shaped like its
@@ -34,17 +39,18 @@ from typing import Any
 
 from mixagent.data.benchmarks import NgramIndex, words
 from mixagent.data.builtin.code import definitions, strip_docstrings
-from mixagent.data.builtin.families import CODE_BENCHMARK_LIBS, PROSE_BENCHMARK_LIBS
+from mixagent.data.builtin.families import CODE_BENCHMARK_LIBS, CODE_OUTPUT_BENCHMARK_LIBS, PROSE_BENCHMARK_LIBS
 from mixagent.data.builtin.prose import docstring_pages
 from mixagent.data.builtin.sources import ParsedFile, SourceFile, SourceIndex, parse_python
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS_VERSION = "builtin-benchmarks-v1"
+BENCHMARKS_VERSION = "builtin-benchmarks-v2"  # v2: code_output_prediction added
 """Bumped whenever item extraction changes, so cached corpora get their benchmarks rebuilt."""
 
 CODE_BENCHMARK = "code_return_completion"
 PROSE_BENCHMARK = "prose_cloze"
+CODE_OUTPUT_BENCHMARK = "code_output_prediction"
 NGRAM = 13
 """Words per n-gram of the overlap check (``data build``'s decontamination default, with its
 definition of a word: :func:`mixagent.data.benchmarks.words`)."""
@@ -52,12 +58,16 @@ definition of a word: :func:`mixagent.data.benchmarks.words`)."""
 ITEMS = {"tiny": 100, "small": 300, "full": 800}
 """Items per benchmark and size. Kept out of :class:`~.sizes.SizeSpec` on purpose: the size spec
 is part of the corpus's content hash, and the benchmarks must not change it."""
+OUTPUT_ITEMS = {"tiny": 100, "small": 200, "full": 200}
+"""Items of ``code_output_prediction``: its one test suite gives ~240 candidates (fewer after the
+overlap check), so it cannot grow with the size as the others do."""
 
 MAX_ANSWER_CHARS = 48
 MAX_ANSWER_TOKENS = 24  # with the corpus's tokenizer: an answer must fit a proxy context of 32 tokens
 MAX_PROMPT_CHARS = 2_000  # the evaluator cuts prompts from the left; longer adds nothing
 MAX_LINE_CHARS = 200
 _TRIVIAL_RETURNS = frozenset({"None", "True", "False", "self"})  # boilerplate, not completion
+_EQUALITY_ASSERTS = frozenset({"assertEqual", "assertEquals"})  # unittest's (actual, expected)
 _POOL_FACTOR = 2  # candidates read per item wanted, so the overlap check can drop some
 _EXCLUDED_PARTS = re.compile(r"(^|/)_distutils(/|$)|_test\.py$")  # setuptools' stdlib copy; tests
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -74,6 +84,7 @@ class BenchmarkSource:
     packages: tuple[str, ...]
     files: list[SourceFile]
     extract: Callable[[ParsedFile], list[dict[str, str]]]
+    items: dict[str, int] = field(default_factory=lambda: dict(ITEMS))
 
     def fingerprint(self) -> dict[str, object]:
         return {"files": [[f"{f.origin}:{f.rel}", f.size] for f in self.files]}
@@ -120,12 +131,26 @@ def benchmark_sources(index: SourceIndex) -> list[BenchmarkSource]:
             files=_files(index, PROSE_BENCHMARK_LIBS),
             extract=cloze_items,
         ),
+        BenchmarkSource(
+            name=CODE_OUTPUT_BENCHMARK,
+            field="code",
+            description=(
+                "predict the expected value of a unittest assertion in a held-out test suite (the "
+                "regex package's, read by no code domain); prompt: the test method, docstrings "
+                "removed, up to 'self.assertEqual(actual,'; answer: the expected value"
+            ),
+            packages=CODE_OUTPUT_BENCHMARK_LIBS,
+            files=_files(index, CODE_OUTPUT_BENCHMARK_LIBS, tests=True),
+            extract=assertion_items,
+            items=dict(OUTPUT_ITEMS),
+        ),
     ]
 
 
-def _files(index: SourceIndex, packages: tuple[str, ...]) -> list[SourceFile]:
+def _files(index: SourceIndex, packages: tuple[str, ...], tests: bool = False) -> list[SourceFile]:
+    """A benchmark's candidate files: the packages' test suites if ``tests``, else the rest."""
     return [
-        f for p in packages for f in index.package(p) if not f.is_test and not _EXCLUDED_PARTS.search(f.rel)
+        f for p in packages for f in index.package(p) if f.is_test == tests and not _EXCLUDED_PARTS.search(f.rel)
     ]
 
 
@@ -159,6 +184,48 @@ def return_items(parsed: ParsedFile) -> list[dict[str, str]]:
         if len(prompt) > MAX_PROMPT_CHARS or any(len(line) > MAX_LINE_CHARS for line in prompt.split("\n")):
             continue
         items.append({"prompt": prompt, "answer": answer})
+    return items
+
+
+def assertion_items(parsed: ParsedFile) -> list[dict[str, str]]:
+    """Output-prediction items of one test file: each one-line ``self.assertEqual(actual, expected)``
+    statement of a function body, its expected value blanked.
+
+    The prompt is the function in the code field's form (docstrings removed), from its first
+    decorator to the comma before ``expected`` — earlier assertions included, with their answers,
+    as a reader of the suite sees them. The call must fill its line (nothing after the closing
+    parenthesis), on a line docstring removal left alone; ``None``/``True``/``False`` are skipped
+    (a guess, not a prediction).
+    """
+    lines = strip_docstrings(parsed)
+    items: list[dict[str, str]] = []
+    for node in definitions(parsed.tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+        for st in node.body:
+            call = st.value if isinstance(st, ast.Expr) else None
+            if (
+                not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute)
+                or call.func.attr not in _EQUALITY_ASSERTS or len(call.args) != 2 or call.keywords
+                or st.lineno != st.end_lineno or call.args[1].end_col_offset is None
+            ):
+                continue
+            r = st.lineno - 1
+            if r <= start or lines[r] != parsed.lines[r]:
+                continue
+            raw = lines[r].rstrip("\n").encode("utf-8")
+            expected = call.args[1]
+            head = raw[: expected.col_offset]
+            if raw[: st.col_offset].strip() or raw[expected.end_col_offset :] != b")" or not head.endswith(b", "):
+                continue
+            answer = raw[expected.col_offset : expected.end_col_offset].decode("utf-8")
+            if not answer or len(answer) > MAX_ANSWER_CHARS or answer in _TRIVIAL_RETURNS:
+                continue
+            prompt = "".join(lines[start:r]) + head[:-1].decode("utf-8")
+            if len(prompt) > MAX_PROMPT_CHARS or any(len(line) > MAX_LINE_CHARS for line in prompt.split("\n")):
+                continue
+            items.append({"prompt": prompt, "answer": answer})
     return items
 
 
@@ -270,7 +337,7 @@ def build_benchmark(
     no answer is too long for a small proxy's context (the evaluator refuses those). Fewer items
     than the size asks for is a warning, not an error: the benchmark still measures, on fewer.
     """
-    want = ITEMS[size]
+    want = source.items[size]
     pool, files_used = candidate_items(source, want, seed)
     if answer_tokens is not None:
         pool = [item for item in pool if answer_tokens(" " + item["answer"]) <= MAX_ANSWER_TOKENS]

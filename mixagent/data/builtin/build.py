@@ -130,7 +130,7 @@ def builtin_benchmarks_fingerprint(plan: BuiltinPlan) -> str:
     """
     return sha256_json({
         "benchmarks_version": benchmarks.BENCHMARKS_VERSION,
-        "items": benchmarks.ITEMS[plan.spec.name],
+        "items": {b.name: b.items[plan.spec.name] for b in plan.benchmarks},
         "seed": plan.seed,
         "packages": {p: plan.index.version(p) for p in plan.benchmark_packages()},
         "sources": {b.name: b.fingerprint() for b in plan.benchmarks},
