@@ -408,3 +408,61 @@ def test_cli_collects_a_family_on_ray_workers_like_in_process(family_file: Path,
     res = runner.invoke(app, ["trajectories", "info", str(there)])
     assert res.exit_code == 0, res.output
     assert "scenario family" in res.output and "family-micro" in res.output
+
+
+def test_compare_pairs_explorers_on_common_random_numbers(family_file: Path, tmp_path: Path):
+    """``trajectories compare``: on a shared-seed family collected in cycle order, each
+    explorer's paired difference is its final balanced score minus the baseline's on the same
+    scenario and seed — checked by hand from the rows — overall and per scenario choice; pairing
+    by seed finds nothing on repeats with their own seeds (a clear error), by scenario does."""
+    from typer.testing import CliRunner
+
+    from mixagent.cli.main import app
+    from mixagent.errors import MixagentError
+    from mixagent.evaluation.explorer_pairs import compare_explorers, episode_finals
+    from mixagent.policies.policy_explorers import make_explorer
+
+    d = yaml.safe_load(family_file.read_text(encoding="utf-8"))
+    d["family"]["repeats"] = 3
+    d["family"]["repeat_seeds"] = "shared"
+    explorers = ["baseline:uniform", "baseline:fixed_ratio?source=0.3", "baseline:fixed_ratio?source=0.8"]
+    out = tmp_path / "col"
+    collect(env_spec=str(_write(tmp_path / "shared", d)), out=str(out), episodes=9, seed=5,
+            progress=False, explorers=explorers, explorer_order="cycle", explorer_factory=make_explorer)
+    df = load(out).to_pandas()
+    final = df[df.terminateds & df.is_continuation].set_index("episode").sort_index()
+    finals, choices = episode_finals(out)
+    assert len(finals) == 9 and set(choices) == set(final.scenario)
+    rows = compare_explorers(finals, explorers[0], by="num_steps", choices=choices)
+    overall = {r.explorer: r for r in rows if r.group == "all"}
+    assert set(overall) == set(explorers[1:])
+    for k, name in enumerate(explorers[1:], start=1):
+        diffs = [final.balanced_score[3 * s + k] - final.balanced_score[3 * s] for s in range(3)]
+        r = overall[name]
+        assert r.units == 3 and r.paired.diff.mean == pytest.approx(np.mean(diffs))
+        assert r.paired.wins == sum(x > 0 for x in diffs)
+        assert r.mean == pytest.approx(final.balanced_score[[3 * s + k for s in range(3)]].mean())
+        by_steps = [x for x in rows if x.explorer == name and x.group != "all"]
+        assert sum(x.units for x in by_steps) == 3
+        assert {x.group for x in by_steps} == {str(choices[s]["num_steps"]) for s in set(final.scenario)}
+    with pytest.raises(MixagentError, match="ran no episode"):
+        compare_explorers(finals, "baseline:nope")
+
+    d["family"]["repeat_seeds"] = "own"
+    own = tmp_path / "own"
+    collect(env_spec=str(_write(tmp_path / "own-spec", d)), out=str(own), episodes=6, seed=5,
+            progress=False, explorers=explorers[:2], explorer_order="cycle", explorer_factory=make_explorer)
+    own_finals, _ = episode_finals(own)
+    with pytest.raises(MixagentError, match="repeat_seeds: shared"):
+        compare_explorers(own_finals, explorers[0])
+    assert compare_explorers(own_finals, explorers[0], pair_by="scenario")[0].units == 2
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["trajectories", "compare", str(out), "--by", "num_steps",
+                              "--json", str(tmp_path / "cmp.json")])
+    assert res.exit_code == 0, res.output
+    assert "baseline:fixed_ratio?source=0.8" in res.output and "paired by seed" in res.output
+    saved = json.loads((tmp_path / "cmp.json").read_text(encoding="utf-8"))
+    assert saved["baseline"] == explorers[0] and len(saved["rows"]) == len(rows)
+    res = runner.invoke(app, ["trajectories", "compare", str(own)])
+    assert res.exit_code != 0 and "nothing to pair" in res.output

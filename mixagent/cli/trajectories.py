@@ -1,4 +1,4 @@
-"""``mixagent collect`` and ``mixagent trajectories info|plot|export``: trajectory collections."""
+"""``mixagent collect`` and ``mixagent trajectories info|compare|plot|export``: trajectory collections."""
 
 from __future__ import annotations
 
@@ -179,6 +179,56 @@ def info(
         for p in sorted(qdir.glob("*")):
             if not p.name.endswith(".reason.txt"):
                 console.print(f"[yellow]quarantined[/yellow] {p}")
+
+
+@app.command("compare")
+def compare(
+    folder: Path = typer.Argument(..., help="A collection folder written by 'mixagent collect'."),
+    baseline: str | None = typer.Option(None, "--baseline", "-b",
+                                        help="The explorer every other one is compared with "
+                                        "(default: the collection's first --explorer)."),
+    pair_by: str = typer.Option("seed", "--pair-by",
+                                help="seed: pair episodes on the same scenario and env seed "
+                                "(a family with 'repeat_seeds: shared': the mixing's difference "
+                                "alone); scenario: on the same scenario, each explorer's mean "
+                                "over its episodes there."),
+    by: str | None = typer.Option(None, "--by",
+                                  help="Also compare within each value of a scenario choice "
+                                  "recorded in the card, e.g. target_field, lr, num_steps, "
+                                  "reward.aggregator."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the rows to this JSON file."),
+) -> None:
+    """Which explorer mixes best: each explorer's final balanced score against a baseline's,
+    paired by scenario (and env seed), with the mean difference's 95% interval and wins."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixagent.errors import MixagentError
+    from mixagent.evaluation.explorer_pairs import compare_explorers, episode_finals
+    from mixagent.trajectories.storage import read_collection
+
+    if pair_by not in ("seed", "scenario"):
+        raise typer.BadParameter(f"--pair-by: 'seed' or 'scenario', not {pair_by!r}")
+    coll = read_collection(folder)
+    base = baseline or coll["identity"]["explorers"][0].rsplit("@", 1)[0]
+    finals, choices = episode_finals(folder)
+    try:
+        rows = compare_explorers(finals, base, pair_by=pair_by, by=by, choices=choices)  # type: ignore[arg-type]
+    except MixagentError as err:
+        raise typer.BadParameter(str(err)) from None
+    t = Table(title=f"{folder}: explorers against {base} (final balanced score, paired by {pair_by})")
+    for col in ("explorer", by or "group", "units", "mean", "baseline", "difference (95% CI)", "won", "verdict"):
+        t.add_column(col, justify="left" if col in ("explorer", by or "group", "verdict") else "right")
+    for r in rows:
+        t.add_row(r.explorer, r.group, str(r.units), f"{r.mean:+.4f}", f"{r.baseline_mean:+.4f}",
+                  r.paired.diff.format(4), f"{r.paired.wins + 0.5 * r.paired.ties:g}/{r.units}", r.verdict)
+    Console(width=200).print(t)
+    if json_out is not None:
+        payload = {"collection": str(folder), "baseline": base, "pair_by": pair_by, "by": by,
+                   "episodes": len(finals), "rows": [r.as_dict() for r in rows]}
+        json_out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
 @app.command("plot")
