@@ -134,11 +134,11 @@ def compare_explorers(finals: Sequence[EpisodeFinal], baseline: str, *, pair_by:
         if explorer == baseline:
             continue
         common = sorted(units_of[explorer] & units_of[baseline], key=repr)
-        groups: dict[str, list[tuple[Any, ...]]] = {ALL: common}
+        groups: dict[str, list[tuple[Any, ...]]] = {}
         if by:
             for unit in common:
                 groups.setdefault(group_of(unit), []).append(unit)
-        for group, units in groups.items():
+        for group, units in [(ALL, common), *sorted(groups.items())]:
             if not units:
                 continue
             a = [score[(explorer, u)] for u in units]
