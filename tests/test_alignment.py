@@ -251,6 +251,54 @@ def test_benchmark_scores_and_objectives_follow_the_reward_terms():
     assert obj[1].benchmarks == {"qa": 0.75, "doc": 0.25} and obj[1].domains == (2,)
 
 
+@pytest.mark.parametrize("reward, expected", [
+    (RewardSpec(), (0.5, 0.0, 0.0, 0.0)),
+    (RewardSpec(aggregator="weighted", source_weight=0.7,
+                source_terms={"prose_cloze.answer_logprob": 1.0},
+                target_terms={"qa.answer_logprob": 1.0, "loss": 0.5}), (0.7, 0.0, 1.0, 2 / 3)),
+    (RewardSpec(aggregator="min", source_weight=0.9, target_terms={"qa.exact_match": 0.25, "loss": 0.75}),
+     (0.5, 1.0, 0.0, 0.25)),
+])
+def test_objective_features_say_what_the_reward_asks_for(reward, expected):
+    from mixagent.envs.transition import objective_features
+
+    assert objective_features(reward) == pytest.approx(expected)
+
+
+def test_the_objective_group_is_constant_over_a_run_and_changes_nothing_else(envs, micro_spec: Path,
+                                                                           micro_cache: Path):
+    """``objective`` appends the reward's weighting after the other global columns, the same at
+    reset and at every step; the other columns and the rewards are those of the env without it."""
+    from gymnasium.utils.env_checker import check_env
+
+    from mixagent.envs.observation import OBJECTIVE_FEATURES
+    from mixagent.envs.proxy_env import ProxyCPTEnv
+    from mixagent.envs.transition import objective_features
+
+    on = envs[1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIXAGENT_CACHE", str(micro_cache))
+        obj = ProxyCPTEnv(_spec_with(micro_spec, "micro-objective.yaml",
+                                     {"features": [*FEATURES, "objective"]}), progress=False)
+    try:
+        assert obj.layout.globals == (*GLOBAL_FEATURES, *BENCHMARK_FEATURES, *OBJECTIVE_FEATURES)
+        want = np.asarray(objective_features(obj.env_spec.reward), dtype=np.float32)
+        a, b = _episode(on), _episode(obj)
+        ng = len(GLOBAL_FEATURES) + len(BENCHMARK_FEATURES)
+        for (o1, r1), (o2, r2) in zip(a, b, strict=True):
+            assert o1["domains"].tobytes() == o2["domains"].tobytes() and r1 == r2
+            assert o1["global"].tobytes() == o2["global"][:ng].tobytes()
+            assert o2["global"][ng:].tobytes() == want.tobytes()
+        check_env(obj, skip_render_check=True)
+    finally:
+        obj.close()
+    from mixagent.policies.features import FeatureSpec, global_input_names
+
+    spec = FeatureSpec(observation=["objective"])
+    assert spec.extra.globals == OBJECTIVE_FEATURES and spec.extra.domains == ()
+    assert global_input_names(spec)[-len(OBJECTIVE_FEATURES):] == list(OBJECTIVE_FEATURES)
+
+
 # -- agents --------------------------------------------------------------------------------------
 def test_a_v1_agent_acts_alike_on_extended_observations_and_an_agent_can_use_them(envs):
     from mixagent.errors import ConfigError

@@ -19,6 +19,7 @@ from mixagent.envs.observation import (
     BENCHMARK_FEATURES,
     DOMAIN_FEATURES,
     GLOBAL_FEATURES,
+    OBJECTIVE_FEATURES,
     feature_bounds,
 )
 from mixagent.envs.spec import EnvSpec, load_env_spec
@@ -185,7 +186,8 @@ def test_observation_layout_matches_documentation(env):
     assert space["global"].shape == (len(GLOBAL_FEATURES),)
     # the documented tables list the features in this order, in the module and in docs/ENV.md
     # (the v1 layout, then the optional groups' features: tests/test_alignment.py)
-    documented = [*DOMAIN_FEATURES, *GLOBAL_FEATURES, *ALIGNMENT_FEATURES, *BENCHMARK_FEATURES]
+    documented = [*DOMAIN_FEATURES, *GLOBAL_FEATURES, *ALIGNMENT_FEATURES, *BENCHMARK_FEATURES,
+                  *OBJECTIVE_FEATURES]
     assert re.findall(r"^``(\w+)``\s{2,}", observation.__doc__, re.M) == documented
     md = (ROOT / "docs" / "ENV.md").read_text()
     section = md[md.index("## Observation") : md.index("## Reward")]

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("micro_cache_env")
 @pytest.fixture(scope="module", params=["v1", "groups"])
 def env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
     """The micro env with a scored task, so task terms enter the scores too; with the v1
-    observation and with the optional groups (alignment, benchmark scores) on."""
+    observation and with the optional groups (alignment, benchmark scores, objective) on."""
     from mixagent.data.builtin import TASK_NAME
     from mixagent.envs.proxy_env import ProxyCPTEnv
 
@@ -39,7 +39,7 @@ def env(request: pytest.FixtureRequest, micro_spec: Path, micro_cache: Path):
                                    f"{TASK_NAME}.exact_match": 0.25}
     d["reward"]["scale"] = 7.0
     if request.param == "groups":
-        d["observation"] = {"features": ["alignment", "benchmark_scores"]}
+        d["observation"] = {"features": ["alignment", "benchmark_scores", "objective"]}
     spec = micro_spec.with_name(f"micro-transition-{request.param}.yaml")
     spec.write_text(yaml.safe_dump(d), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:

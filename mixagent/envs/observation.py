@@ -29,14 +29,21 @@ clipped into these ranges (the reward and ``info`` use the unclipped numbers).
 
 Optional groups (``observation.features``), appended after the v1 columns in this order:
 
-=====================  ==========================================================  ==============
-``align_source``       (domains, ``alignment``) gradient cosine with the source      [-1, 1]
-                       field's benchmark loss, on the current model
-``align_target``       (domains, ``alignment``) ... with the target field's          [-1, 1]
-``source_benchmark``   (global, ``benchmark_scores``) the source score's benchmark   [-S, S]
-                       terms alone (0 if it has none)
-``target_benchmark``   (global, ``benchmark_scores``) the target score's             [-S, S]
-=====================  ==========================================================  ==============
+==============================  ==============================================================  ==============
+``align_source``                (domains, ``alignment``) gradient cosine with the source        [-1, 1]
+                                field's benchmark loss, on the current model
+``align_target``                (domains, ``alignment``) ... with the target field's            [-1, 1]
+``source_benchmark``            (global, ``benchmark_scores``) the source score's benchmark     [-S, S]
+                                terms alone (0 if it has none)
+``target_benchmark``            (global, ``benchmark_scores``) the target score's               [-S, S]
+``objective_source_weight``     (global, ``objective``; constant over a run) the source         [0, 1]
+                                field's weight in the balanced score (0.5 for ``mean``, ``min``)
+``objective_min``               (global, ``objective``) 1 when the balanced score is the        [0, 1]
+                                worse field's (``aggregator: min``)
+``objective_source_benchmark``  (global, ``objective``) the share of the source terms'          [0, 1]
+                                weight on benchmark terms (the rest: the domain-loss term)
+``objective_target_benchmark``  (global, ``objective``) the same for the target terms           [0, 1]
+==============================  ==============================================================  ==============
 
 Without them the layout is v1's, bit for bit; :func:`feature_layout` gives the names in play.
 
@@ -63,9 +70,13 @@ GLOBAL_FEATURES: tuple[str, ...] = (
 #: optional groups (``observation.features``): per-domain columns, global entries
 ALIGNMENT_FEATURES: tuple[str, ...] = ("align_source", "align_target")
 BENCHMARK_FEATURES: tuple[str, ...] = ("source_benchmark", "target_benchmark")
+OBJECTIVE_FEATURES: tuple[str, ...] = (
+    "objective_source_weight", "objective_min", "objective_source_benchmark", "objective_target_benchmark",
+)
 FEATURE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "alignment": (ALIGNMENT_FEATURES, ()),
     "benchmark_scores": ((), BENCHMARK_FEATURES),
+    "objective": ((), OBJECTIVE_FEATURES),
 }
 
 
@@ -83,6 +94,10 @@ class FeatureLayout:
     @property
     def benchmark_scores(self) -> bool:
         return BENCHMARK_FEATURES[0] in self.globals
+
+    @property
+    def objective(self) -> bool:
+        return OBJECTIVE_FEATURES[0] in self.globals
 
 
 def feature_layout(features: Sequence[str] = ()) -> FeatureLayout:
@@ -151,6 +166,7 @@ def feature_bounds(loss_max: float, score_max: float) -> dict[str, tuple[float, 
         "balanced_score": (-score_max, score_max),
         "source_benchmark": (-score_max, score_max),
         "target_benchmark": (-score_max, score_max),
+        **{name: (0.0, 1.0) for name in OBJECTIVE_FEATURES},
     }
 
 
@@ -174,12 +190,13 @@ def make_observation(weights: np.ndarray, losses: np.ndarray, base_losses: np.nd
                      prev_losses: np.ndarray, is_target: np.ndarray, progress: float,
                      source: float, target: float, balanced: float, loss_max: float,
                      score_max: float, *, alignment: np.ndarray | None = None,
-                     benchmarks: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                     benchmarks: tuple[float, float] | None = None,
+                     objective: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
     """Assemble and clip an observation (fresh arrays every call).
 
-    ``alignment`` (``[K, 2]`` cosines) and ``benchmarks`` (source, target benchmark scores) add
-    their groups' columns when given; without them the result is v1's layout, computed by v1's
-    own expressions (so its bits are v1's)."""
+    ``alignment`` (``[K, 2]`` cosines), ``benchmarks`` (source, target benchmark scores) and
+    ``objective`` (the :data:`OBJECTIVE_FEATURES`) add their groups' columns when given; without
+    them the result is v1's layout, computed by v1's own expressions (so its bits are v1's)."""
     extra = 0 if alignment is None else alignment.shape[1]
     dom = np.empty((losses.size, len(DOMAIN_FEATURES) + extra), dtype=np.float32)
     dom[:, 0] = np.clip(weights, 0.0, 1.0)
@@ -194,4 +211,6 @@ def make_observation(weights: np.ndarray, losses: np.ndarray, base_losses: np.nd
     if benchmarks is not None:
         glob = np.concatenate([glob, np.clip(np.asarray(benchmarks, dtype=np.float64),
                                              -score_max, score_max)])
+    if objective is not None:
+        glob = np.concatenate([glob, np.clip(np.asarray(objective, dtype=np.float64), 0.0, 1.0)])
     return {"domains": dom, "global": glob.astype(np.float32)}

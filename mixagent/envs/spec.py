@@ -96,7 +96,7 @@ class ActionSpec(StrictModel):
     floor: float = Field(default=0.0, ge=0, lt=1)
 
 
-ObservationFeature = Literal["benchmark_scores", "alignment"]
+ObservationFeature = Literal["benchmark_scores", "alignment", "objective"]
 
 
 class AlignmentSpec(StrictModel):
@@ -120,14 +120,15 @@ class ObservationSpec(StrictModel):
 
     ``features`` adds groups to the v1 layout (docs/ENV.md, "Observation"): ``benchmark_scores``
     — global ``source_benchmark``, ``target_benchmark``; ``alignment`` — per-domain
-    ``align_source``, ``align_target``. The columns always come in that documented order,
-    whatever the order of the list. Empty (the default) is the v1 layout, bit for bit.
+    ``align_source``, ``align_target``; ``objective`` — global ``objective_*``, what the reward
+    asks for. The columns always come in the documented order (alignment, benchmark_scores,
+    objective), whatever the order of the list. Empty (the default) is the v1 layout, bit for bit.
     """
 
     loss_max: float = Field(default=20.0, gt=0, description="losses clip to [0, loss_max]")
     score_max: float = Field(default=1.0, gt=0, description="scores clip to ±score_max")
     features: list[ObservationFeature] = Field(
-        default_factory=list, description="optional feature groups: benchmark_scores, alignment")
+        default_factory=list, description="optional feature groups: benchmark_scores, alignment, objective")
     alignment: AlignmentSpec = Field(default_factory=AlignmentSpec)
 
     @model_validator(mode="after")

@@ -60,6 +60,24 @@ def benchmark_scores(scores: Scores, reward: RewardSpec) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def objective_features(reward: RewardSpec) -> tuple[float, float, float, float]:
+    """The ``objective`` observation group: what the reward asks for, as numbers a policy can
+    condition on — the source field's weight in the balanced score (``mean`` and ``min`` weigh
+    the fields alike: 0.5), whether the balanced score is the worse field's (``min``), and each
+    field's share of its term weights on benchmark terms (the rest is the domain-loss term).
+
+    Why observed: a scenario family varies these, and which mixture is best depends on them (how
+    much forgetting the source field may pay for the target); without them a policy sees only
+    scores, from which the weighting is a ratio of differences, and nothing at reset."""
+    weight = reward.source_weight if reward.aggregator == "weighted" else 0.5
+    shares = []
+    for terms in (reward.source_terms, reward.target_terms):
+        total = sum(abs(w) for w in terms.values())
+        bench = sum(abs(w) for w in _benchmark_terms(terms).values())
+        shares.append(bench / total if total > 0 else 0.0)
+    return float(weight), float(reward.aggregator == "min"), shares[0], shares[1]
+
+
 def alignment_objectives(reward: RewardSpec, is_target: np.ndarray) -> list[FieldObjective]:
     """The (source, target) objectives whose gradients the alignment features compare with:
     each field's benchmarks weighted by the sum of its terms' weights on them (``exact_match``,
@@ -134,6 +152,7 @@ class MixingTransition:
         self.reward_spec = reward
         self.obs_spec = observation
         self.num_steps = int(num_steps)
+        self.objective = objective_features(reward) if self.layout.objective else None
         self.base_scores = self.score(self.base_losses, self.base_tasks)
         self.state = self.start()
 
@@ -166,7 +185,7 @@ class MixingTransition:
         return make_observation(state.weights, state.losses, self.base_losses, state.prev_losses,
                                 self.is_target, state.t / self.num_steps, s.source, s.target,
                                 s.balanced, o.loss_max, o.score_max, alignment=state.alignment,
-                                benchmarks=bench)
+                                benchmarks=bench, objective=self.objective)
 
     def step(self, state: StepState, weights: np.ndarray, losses: np.ndarray,
              tasks: Mapping[str, Mapping[str, float]], alignment: np.ndarray | None = None) -> Step:

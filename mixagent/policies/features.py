@@ -18,7 +18,8 @@ exactly what the environment shows after ``reset`` (weights 0, no change).
 Optional observation groups (``FeatureSpec.observation``, the env's ``observation.features``)
 append their features as inputs, as the environment gives them: ``alignment`` adds the
 per-domain ``align_source, align_target`` (cosines, already comparable across domain spaces and
-model sizes), ``benchmark_scores`` the global ``source_benchmark, target_benchmark``.
+model sizes), ``benchmark_scores`` the global ``source_benchmark, target_benchmark``,
+``objective`` the global ``objective_*`` (what the reward asks for, constant over a run).
 Observation columns are selected *by name* from the observation's layout (v1's columns come
 first in every layout, each group's after them in a fixed order, so the layout follows from
 the two shapes): an agent trained on v1 observations acts on exactly the same numbers when the
@@ -62,7 +63,7 @@ class FeatureSpec(StrictModel):
 
     history: int = Field(default=3, ge=1, le=16,
                          description="observations in the state: the current one and history-1 past")
-    observation: list[Literal["alignment", "benchmark_scores"]] = Field(
+    observation: list[Literal["alignment", "benchmark_scores", "objective"]] = Field(
         default_factory=list, description="optional observation groups used as inputs")
 
     @model_validator(mode="after")
