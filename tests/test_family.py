@@ -134,9 +134,12 @@ def test_repeats_share_a_scenario_and_change_nothing_at_one(family_file: Path, t
     crn = yaml.safe_load((FAMILY_V2.parent / "family-v2-crn.yaml").read_text(encoding="utf-8"))
     assert paired["family"].pop("repeats") == 4 == crn["family"].pop("repeats")
     assert crn["family"].pop("repeat_seeds") == "shared"
+    v3 = yaml.safe_load((FAMILY_V2.parent / "family-v3-crn.yaml").read_text(encoding="utf-8"))
+    assert v3["family"].pop("observation")["features"] == ["benchmark_scores", "alignment", "objective"]
+    assert v3["family"].pop("repeats") == 4 and v3["family"].pop("repeat_seeds") == "shared"
     for key in ("name", "description"):
-        paired["family"].pop(key), v2["family"].pop(key), crn["family"].pop(key)
-    assert paired == v2 == crn
+        paired["family"].pop(key), v2["family"].pop(key), crn["family"].pop(key), v3["family"].pop(key)
+    assert paired == v2 == crn == v3
 
 
 def test_shared_repeat_seeds_give_a_scenarios_repeats_one_data_order(family_file: Path,
@@ -466,3 +469,24 @@ def test_compare_pairs_explorers_on_common_random_numbers(family_file: Path, tmp
     assert saved["baseline"] == explorers[0] and len(saved["rows"]) == len(rows)
     res = runner.invoke(app, ["trajectories", "compare", str(own)])
     assert res.exit_code != 0 and "nothing to pair" in res.output
+
+
+def test_a_family_may_set_what_its_scenarios_observe(family_file: Path, tmp_path: Path):
+    """``observation`` replaces the base's in every scenario (and enters the family's identity);
+    unset, the family is what it was: same dump, same scenarios."""
+    from mixagent.envs.family import load_family
+
+    plain = load_family(family_file)
+    assert "observation" not in plain.semantic_dump()
+    d = yaml.safe_load(family_file.read_text(encoding="utf-8"))
+    d["family"]["observation"] = {"loss_max": 20.0, "score_max": 2.0, "features": ["objective"]}
+    fam = load_family(_write(tmp_path / "objective", d))
+    assert fam.semantic_dump() != plain.semantic_dump()
+    for i in range(4):
+        spec, before = fam.sample(3, i), plain.sample(3, i)
+        assert spec.observation.features == ["objective"] and spec.observation.score_max == 2.0
+        same = {"observation", "name"}  # a scenario is named by a hash of its spec
+        assert spec.model_dump(exclude=same) == before.model_dump(exclude=same)
+    d["family"]["observation"] = {"features": ["objectives"]}
+    with pytest.raises(ConfigError, match="observation"):
+        load_family(_write(tmp_path / "bad", d))

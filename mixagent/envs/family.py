@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from mixagent.config import StrictModel, load_yaml, validate_config
-from mixagent.envs.spec import EnvSpec, load_env_spec
+from mixagent.envs.spec import EnvSpec, ObservationSpec, load_env_spec
 from mixagent.errors import ConfigError
 from mixagent.proxy.config import LRSpec, TaskSpec
 
@@ -129,6 +129,9 @@ class FamilySpec(StrictModel):
         "shared: a scenario's repeats also share the env seed (its data order), so they differ "
         "in the mixing alone -- common random numbers for comparing explorers; own: each repeat "
         "has its own env seed"))
+    observation: ObservationSpec | None = Field(default=None, description=(
+        "what every scenario observes, replacing the base's observation (e.g. to add the "
+        "'objective' group to a family that varies the reward); omitted: the base's"))
 
 
 class FamilyFile(StrictModel):
@@ -196,6 +199,8 @@ class ScenarioFamily:
             del dump["repeats"]
         if dump.get("repeat_seeds") == "own":  # likewise
             del dump["repeat_seeds"]
+        if dump.get("observation") is None:  # likewise
+            dump.pop("observation", None)
         dump["sampler_version"] = SAMPLER_VERSION
         return dump
 
@@ -217,7 +222,7 @@ class ScenarioFamily:
         streams = np.random.SeedSequence([int(seed), draw, _STREAM]).spawn(len(_DIMENSIONS))
         rng = {name: np.random.default_rng(s) for name, s in zip(_DIMENSIONS, streams, strict=True)}
         fam, base = self.spec, self.base
-        out = base.model_dump(mode="json")
+        out = self._base_dump()
         choices: dict[str, Any] = {}
 
         weights = np.array([t.weight for t in fam.targets], dtype=np.float64)
@@ -341,7 +346,7 @@ class ScenarioFamily:
                                          k in {t.field for t in fam.targets}):
             raise ConfigError(f"{src}.domains.min_domains: {fam.domains.min_domains} is more "
                               "domains than a field in play has")
-        dump = base.model_dump(mode="json")
+        dump = self._base_dump()
         for i, t in enumerate(fam.targets):
             for j, terms in enumerate(t.target_terms or [base.reward.target_terms]):
                 for k, sterms in enumerate(fam.reward.source_terms or [base.reward.source_terms]):
@@ -362,6 +367,13 @@ class ScenarioFamily:
                 d["cpt"][key] = value.model_dump(mode="json") if isinstance(value, LRSpec) \
                     else value
                 self._validate(d, f"{src}.cpt.{key}[{i}]")
+
+    def _base_dump(self) -> dict[str, Any]:
+        """The base spec every scenario starts from, with the family's observation if it sets one."""
+        out = self.base.model_dump(mode="json")
+        if self.spec.observation is not None:
+            out["observation"] = self.spec.observation.model_dump(mode="json")
+        return out
 
     def _validate(self, d: dict[str, Any], where: str) -> EnvSpec:
         return validate_config(EnvSpec, d, where).located(where, self.base.root)
