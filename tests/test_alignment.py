@@ -26,6 +26,7 @@ from mixagent.envs.spec import ObservationSpec, RewardSpec
 pytestmark = pytest.mark.usefixtures("micro_cache_env")
 
 FEATURES = ["alignment", "benchmark_scores"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the constructed case ------------------------------------------------------------------------
@@ -290,6 +291,21 @@ def test_the_objective_group_is_constant_over_a_run_and_changes_nothing_else(env
             assert o1["global"].tobytes() == o2["global"][:ng].tobytes()
             assert o2["global"][ng:].tobytes() == want.tobytes()
         check_env(obj, skip_render_check=True)
+        # no shipped policy reads it unasked: every baseline and agent v2.1 act alike with it on
+        from mixagent.policies.protocol import BASELINES, DomainSpace, resolve_policy
+
+        space = DomainSpace.from_env(obj)
+        specs = [f"baseline:{n}" for n in BASELINES if n != "regmix"]  # regmix: a fitted static mixture
+        specs += ["baseline:alignment?beta=30&hold_field_shares=true&source_share=0.7",
+                  f"policy:{ROOT / 'policies' / 'mixagent-agent-v2.1'}"]
+        for spec in specs:
+            acts = []
+            for episode in (a, b):
+                policy = resolve_policy(spec)
+                policy.reset(space, 0)
+                acts.append([policy.act(o) for o, _ in episode])
+            for x, y in zip(*acts, strict=True):
+                assert x.tobytes() == y.tobytes(), spec
     finally:
         obj.close()
     from mixagent.policies.features import FeatureSpec, global_input_names
