@@ -211,6 +211,43 @@ def test_resume_reuses_episodes_and_policy_changes_invalidate(report_dir, micro_
     assert res.episodes_run == 3 and not list((out / "episodes").glob(".*.tmp"))
 
 
+def test_a_scenario_observing_the_objective_reuses_the_episodes_of_policies_blind_to_it(
+        report_dir, micro_spec: Path, learned_policies: dict[str, Path], tmp_path: Path):
+    """The ``objective`` group changes only the observation, and no baseline (nor an agent
+    without it in its features) reads it: on a copy of the scenario that observes it, their
+    episodes are the cached ones, stored under the new hash; an agent that reads it runs."""
+    import shutil
+
+    import yaml
+
+    from mixagent.policies.agent import MixingAgent
+
+    src, first = report_dir
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    d = yaml.safe_load(micro_spec.read_text(encoding="utf-8"))
+    d["name"] = "micro-objective"
+    d.setdefault("observation", {})["features"] = ["objective"]
+    variant = micro_spec.with_name("micro-objective-eval.yaml")
+    variant.write_text(yaml.safe_dump(d), encoding="utf-8")
+    reader = MixingAgent(network={"hidden": 8, "layers": 1}, floor=0.01,
+                         features={"observation": ["objective"]})
+    reader.save(tmp_path / "reader")
+    cfg = _config(micro_spec, learned_policies, out, plots=False)
+    cfg = cfg.model_copy(update={"envs": [str(variant)],
+                                 "policies": [*cfg.policies, f"policy:{tmp_path / 'reader'}"]})
+    res = evaluate(cfg)
+    assert res.episodes_run == len(SEEDS)  # the reader's episodes only
+    after = {r["spec"]: r["per_seed"] for r in res.report["results"]["micro-objective"]}
+    before = {r["spec"]: r["per_seed"] for r in first.report["results"]["micro"]}
+    assert set(after) - set(before) == {f"policy:{tmp_path / 'reader'}"}
+    for spec, per_seed in before.items():
+        assert after[spec] == per_seed, spec  # tuned baselines included: the same tuning runs
+    reused = [json.loads(f.read_text()) for f in (out / "episodes").rglob("seed-*.json")
+              if json.loads(f.read_text()).get("reused_from_spec_hash")]
+    assert reused and {r["scenario"] for r in reused} == {"micro-objective"}
+
+
 def test_one_and_two_ray_workers_give_identical_episodes(report_dir, micro_spec: Path,
                                                         learned_policies: dict[str, Path], tmp_path: Path):
     _, first = report_dir

@@ -88,6 +88,25 @@ class PolicyEntry:
         return d
 
 
+OBJECTIVE_BLIND_KINDS = frozenset({"uniform", "tokens", "target_only", "fixed_ratio", "regmix",
+                                   "schedule", "doremi", "odm", "velocitune", "alignment",
+                                   "odm_benchmark"})
+"""Policy kinds whose actions never depend on the ``objective`` observation group: the static
+ones and the schedules read no observation at all; the online rules act alike with it on and
+off (tests/test_alignment.py runs every one of them both ways). A new kind is not blind until it
+is added here — and to that test."""
+
+
+def reads_objective(instance: PolicyInstance) -> bool:
+    """Whether the policy's episodes may depend on the ``objective`` observation group: an agent
+    whose features use it, or any kind not known to be blind to it (the safe answer)."""
+    kind = str(instance.config.get("kind", ""))
+    if kind == "agent":
+        features = (instance.config.get("params") or {}).get("features") or {}
+        return "objective" in (features.get("observation") or [])
+    return kind not in OBJECTIVE_BLIND_KINDS
+
+
 def instance_of(policy: Any) -> PolicyInstance:
     """A :class:`PolicyInstance` of an in-memory rule-based policy (no tensors)."""
     if policy.tensors():

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mixagent.evaluation.config import EvaluateConfig, PoolConfig, config_or_keywords
-from mixagent.evaluation.policies import PolicyEntry, PolicyInstance, parse_policies
+from mixagent.evaluation.policies import PolicyEntry, PolicyInstance, parse_policies, reads_objective
 from mixagent.evaluation.scenarios import Scenario, load_scenarios
 from mixagent.evaluation.store import EpisodeStore
 from mixagent.utils.raypool import compile_applied
@@ -209,6 +209,8 @@ class EpisodeRunner:
             if t.key in self.records or t.key in todo:
                 continue
             rec = self.store.get(t.instance.policy_id, t.scenario.spec_hash, t.seed)
+            if rec is None:
+                rec = self._objective_blind(t)
             if rec is not None:
                 self.records[t.key] = rec
                 self.cached += 1
@@ -232,6 +234,21 @@ class EpisodeRunner:
                                    f"balanced {float(rec['final_scores']['balanced']):+.5f}")
 
             self.executor.run(list(todo.values()), done)
+
+    def _objective_blind(self, t: EpisodeTask) -> dict[str, Any] | None:
+        """On a scenario that observes the ``objective`` group, the episode of a policy blind to
+        it is the one cached for the same scenario without the group: stored again under this
+        scenario's key, marked ``reused_from_spec_hash``."""
+        alias = t.scenario.objective_alias
+        if alias is None or reads_objective(t.instance):
+            return None
+        rec = self.store.get(t.instance.policy_id, alias, t.seed)
+        if rec is None:
+            return None
+        rec = {**rec, "spec_hash": t.scenario.spec_hash, "scenario": t.scenario.key,
+               "reused_from_spec_hash": alias}
+        self.store.put(rec)
+        return rec
 
     def finals(self, scenario: Scenario) -> dict[tuple[str, int], dict[str, float]]:
         """Final scores of the scenario's episodes so far, keyed (policy id, seed)."""

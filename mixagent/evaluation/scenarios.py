@@ -23,6 +23,14 @@ class Scenario:
     spec_hash: str
     space: Any  # mixagent.policies.protocol.DomainSpace
     spec_payload: dict[str, Any]  # what a worker needs to rebuild the env
+    objective_alias: str | None = None  # the spec hash without the `objective` group, if it has it
+
+    @property
+    def mixing_hash(self) -> str:
+        """What decides the episodes of a policy blind to the ``objective`` group: the spec hash
+        without that group (it changes only the observation). Seeds the scenario's random tuning
+        mixtures, so observing the objective does not change RegMix's runs."""
+        return self.objective_alias or self.spec_hash
 
     @property
     def num_domains(self) -> int:
@@ -33,6 +41,22 @@ class Scenario:
         return {"key": self.key, "name": self.name, "path": self.path, "spec_hash": self.spec_hash,
                 "num_domains": self.num_domains, "num_source": roles.count("source"),
                 "num_target": roles.count("target"), "space": self.space.to_dict()}
+
+
+def _objective_alias(resolved: Any) -> str | None:
+    """The hash of the same spec without the ``objective`` observation group, for a spec that
+    observes it: the group is constant and changes nothing but the observation, so an episode of a
+    policy that does not read it is the episode cached under this hash (the evaluation's cache
+    reuses it; docs/EVALUATION.md)."""
+    from mixagent.trajectories.identity import env_spec_hash, recorded_benchmark_hashes
+
+    spec = resolved.spec
+    if "objective" not in spec.observation.features:
+        return None
+    features = [f for f in spec.observation.features if f != "objective"]
+    blind = spec.model_copy(update={"observation": spec.observation.model_copy(update={"features": features})})
+    manifest = resolved.data.manifest
+    return env_spec_hash(blind, manifest.content_hash, recorded_benchmark_hashes(manifest))
 
 
 def load_scenarios(paths: list[str]) -> list[Scenario]:
@@ -55,7 +79,8 @@ def load_scenarios(paths: list[str]) -> list[Scenario]:
         space = DomainSpace.from_env(SimpleNamespace(resolved=resolved))
         payload = {"spec": spec.model_dump(mode="json"), "origin": spec.origin,
                    "root": str(spec.root), "spec_hash": h}
-        out.append(Scenario(spec.name, spec.name, str(path), h, space, payload))
+        out.append(Scenario(spec.name, spec.name, str(path), h, space, payload,
+                            _objective_alias(resolved)))
     names = [s.name for s in out]
     for s in out:
         if names.count(s.name) > 1:

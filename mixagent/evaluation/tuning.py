@@ -56,7 +56,7 @@ def grid_instances(scenario: Scenario, ratios: list[float]) -> list[PolicyInstan
 def random_mixtures(scenario: Scenario, runs: int, seed: int) -> np.ndarray:
     """``runs`` seeded random mixtures on the scenario's domains (see module docstring)."""
     k = scenario.num_domains
-    rng = np.random.default_rng([int(seed), zlib.crc32(scenario.spec_hash.encode())])
+    rng = np.random.default_rng([int(seed), zlib.crc32(scenario.mixing_hash.encode())])
     out = np.empty((runs, k))
     for i in range(runs):
         conc = float(np.exp(rng.uniform(np.log(0.1), np.log(10.0))))
