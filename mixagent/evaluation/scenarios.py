@@ -48,15 +48,14 @@ def _objective_alias(resolved: Any) -> str | None:
     observes it: the group is constant and changes nothing but the observation, so an episode of a
     policy that does not read it is the episode cached under this hash (the evaluation's cache
     reuses it; docs/EVALUATION.md)."""
-    from mixagent.trajectories.identity import env_spec_hash, recorded_benchmark_hashes
+    from mixagent.trajectories.identity import resolved_spec_hash
 
     spec = resolved.spec
     if "objective" not in spec.observation.features:
         return None
     features = [f for f in spec.observation.features if f != "objective"]
     blind = spec.model_copy(update={"observation": spec.observation.model_copy(update={"features": features})})
-    manifest = resolved.data.manifest
-    return env_spec_hash(blind, manifest.content_hash, recorded_benchmark_hashes(manifest))
+    return resolved_spec_hash(SimpleNamespace(spec=blind, data=resolved.data))
 
 
 def load_scenarios(paths: list[str]) -> list[Scenario]:

@@ -154,6 +154,15 @@ def _files(index: SourceIndex, packages: tuple[str, ...], tests: bool = False) -
     ]
 
 
+def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's first line, 0-based: its first decorator's, else its ``def``'s."""
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+
+
+def _too_long(prompt: str) -> bool:
+    return len(prompt) > MAX_PROMPT_CHARS or any(len(line) > MAX_LINE_CHARS for line in prompt.split("\n"))
+
+
 def return_items(parsed: ParsedFile) -> list[dict[str, str]]:
     """Completion items of one file: each function whose last statement is a one-line ``return``.
 
@@ -179,9 +188,9 @@ def return_items(parsed: ParsedFile) -> list[dict[str, str]]:
         answer = raw[last.value.col_offset : last.end_col_offset].decode("utf-8")
         if not answer or len(answer) > MAX_ANSWER_CHARS or answer in _TRIVIAL_RETURNS:
             continue
-        start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+        start = _first_line(node)
         prompt = "".join(lines[start:r]) + head.decode("utf-8") + "return"
-        if len(prompt) > MAX_PROMPT_CHARS or any(len(line) > MAX_LINE_CHARS for line in prompt.split("\n")):
+        if _too_long(prompt):
             continue
         items.append({"prompt": prompt, "answer": answer})
     return items
@@ -202,7 +211,7 @@ def assertion_items(parsed: ParsedFile) -> list[dict[str, str]]:
     for node in definitions(parsed.tree):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
-        start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+        start = _first_line(node)
         for st in node.body:
             call = st.value if isinstance(st, ast.Expr) else None
             if (
@@ -223,7 +232,7 @@ def assertion_items(parsed: ParsedFile) -> list[dict[str, str]]:
             if not answer or len(answer) > MAX_ANSWER_CHARS or answer in _TRIVIAL_RETURNS:
                 continue
             prompt = "".join(lines[start:r]) + head[:-1].decode("utf-8")
-            if len(prompt) > MAX_PROMPT_CHARS or any(len(line) > MAX_LINE_CHARS for line in prompt.split("\n")):
+            if _too_long(prompt):
                 continue
             items.append({"prompt": prompt, "answer": answer})
     return items
